@@ -1,0 +1,3 @@
+from stateset_server.cli import main
+
+raise SystemExit(main())

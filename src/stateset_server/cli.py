@@ -1,0 +1,189 @@
+"""The `stateset-server` command: serve, migrate, keys, workspaces."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+from stateset_server import __version__
+from stateset_server.core.clock import iso
+from stateset_server.settings import DEFAULT_DATABASE_URL, Settings
+from stateset_server.storage import Database, open_database
+from stateset_server.storage.database import StorageUnavailable
+from stateset_server.storage.migrate import MigrationError, migrate
+from stateset_server.workspaces import repository, service
+
+__all__ = ["main"]
+
+T = TypeVar("T")
+
+
+def _database_url(args: argparse.Namespace) -> str:
+    return args.database_url or os.environ.get("STATESET_DATABASE_URL") or DEFAULT_DATABASE_URL
+
+
+async def _with_db(url: str, action: Callable[[Database], Awaitable[T]]) -> T:
+    await migrate(url)
+    db = await open_database(url)
+    try:
+        return await action(db)
+    finally:
+        await db.close()
+
+
+async def _default_workspace(db: Database) -> str:
+    workspaces = await db.read(repository.list_workspaces)
+    if len(workspaces) != 1:
+        raise ValueError(f"there are {len(workspaces)} workspaces; choose one with --workspace")
+    return str(workspaces[0]["id"])
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    url = _database_url(args)
+    settings = Settings(database_url=url)
+    applied = asyncio.run(migrate(url))
+    if applied:
+        print(f"stateset-server: applied migrations {applied} to {url}", flush=True)
+    first_key = asyncio.run(_with_db(url, service.bootstrap))
+    if first_key is not None:
+        print(
+            f"stateset-server: new database; created workspace {first_key.workspace_id} and a sandbox secret key"
+            " (shown once, store it now):",
+            flush=True,
+        )
+        print(first_key.secret, flush=True)
+    os.environ["STATESET_DATABASE_URL"] = settings.database_url
+    Settings.from_env().pricing()  # refuse to start with malformed tax or shipping settings
+
+    from granian import Granian
+    from granian.constants import Interfaces
+
+    print(f"stateset-server {__version__}: serving on http://{args.host}:{args.port} ({url})", flush=True)
+    Granian(
+        "stateset_server.app:app_from_environment",
+        factory=True,
+        address=args.host,
+        port=args.port,
+        interface=Interfaces.ASGI,
+        workers=args.workers,
+        log_access=False,
+        backlog=2048,
+    ).serve()
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    url = _database_url(args)
+    applied = asyncio.run(migrate(url))
+    print(f"applied migrations {applied}" if applied else "database is up to date")
+    return 0
+
+
+def cmd_workspaces_create(args: argparse.Namespace) -> int:
+    workspace_id = asyncio.run(_with_db(_database_url(args), lambda db: service.create_workspace(db, args.name)))
+    print(workspace_id)
+    return 0
+
+
+def cmd_workspaces_list(args: argparse.Namespace) -> int:
+    rows = asyncio.run(_with_db(_database_url(args), lambda db: db.read(repository.list_workspaces)))
+    for row in rows:
+        print(f"{row['id']}\t{iso(row['created_at'])}\t{row['name']}")
+    return 0
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    async def action(db: Database) -> service.NewKey:
+        workspace_id = args.workspace or await _default_workspace(db)
+        scopes = [s for chunk in args.scope for s in chunk.split(",")]
+        return await service.create_key(
+            db, workspace_id=workspace_id, mode=args.mode, kind=args.kind, scopes=scopes, name=args.name
+        )
+
+    key = asyncio.run(_with_db(_database_url(args), action))
+    scopes = f" scopes={','.join(key.scopes)}" if key.scopes else ""
+    print(f"created {key.kind} {key.mode} key {key.id} in workspace {key.workspace_id}{scopes} (shown once):")
+    print(key.secret)
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    async def action(db: Database) -> list[Any]:
+        return await db.read(lambda tx: repository.list_keys(tx, args.workspace))
+
+    for row in asyncio.run(_with_db(_database_url(args), action)):
+        state = f"revoked {iso(row['revoked_at'])}" if row["revoked_at"] else "active"
+        print(
+            f"{row['id']}\t{row['workspace_id']}\t{row['prefix']}…{row['last4']}\t{row['kind']}\t{row['mode']}"
+            f"\t{row['scopes'] or '-'}\t{state}\t{row['name'] or ''}"
+        )
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    revoked = asyncio.run(_with_db(_database_url(args), lambda db: service.revoke_key(db, args.key_id)))
+    if not revoked:
+        print(f"no active key {args.key_id}", file=sys.stderr)
+        return 1
+    print(f"revoked {args.key_id}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stateset-server", description="Self-hosted StateSet API server")
+    parser.add_argument("--version", action="version", version=__version__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def with_db(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument(
+            "--database-url",
+            help=f"sqlite:///path.db or postgresql://… (default: $STATESET_DATABASE_URL or {DEFAULT_DATABASE_URL})",
+        )
+        return p
+
+    serve = with_db(commands.add_parser("serve", help="migrate if needed, then serve the API"))
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
+    serve.set_defaults(func=cmd_serve)
+
+    with_db(commands.add_parser("migrate", help="apply pending schema migrations")).set_defaults(func=cmd_migrate)
+
+    workspaces = commands.add_parser("workspaces", help="manage workspaces").add_subparsers(
+        dest="action", required=True
+    )
+    ws_create = with_db(workspaces.add_parser("create", help="create a workspace; prints its id"))
+    ws_create.add_argument("--name", default="Workspace")
+    ws_create.set_defaults(func=cmd_workspaces_create)
+    with_db(workspaces.add_parser("list")).set_defaults(func=cmd_workspaces_list)
+
+    keys = commands.add_parser("keys", help="manage API keys").add_subparsers(dest="action", required=True)
+    create = with_db(keys.add_parser("create", help="create a key; prints it (once) as the last line"))
+    create.add_argument("--workspace", help="workspace id (default: the only workspace)")
+    create.add_argument("--mode", choices=["test", "live"], default="test")
+    create.add_argument("--kind", choices=["secret", "restricted", "publishable"], default="secret")
+    create.add_argument(
+        "--scope", action="append", default=[], help="for restricted keys, e.g. orders:read (repeatable)"
+    )
+    create.add_argument("--name")
+    create.set_defaults(func=cmd_keys_create)
+    listing = with_db(keys.add_parser("list"))
+    listing.add_argument("--workspace")
+    listing.set_defaults(func=cmd_keys_list)
+    revoke = with_db(keys.add_parser("revoke"))
+    revoke.add_argument("key_id")
+    revoke.set_defaults(func=cmd_keys_revoke)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ValueError, MigrationError, StorageUnavailable, OSError) as exc:
+        print(f"stateset-server: {exc}", file=sys.stderr)
+        return 2

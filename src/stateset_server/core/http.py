@@ -1,0 +1,181 @@
+"""The HTTP edge shared by every endpoint: request ids, the error envelope, JSON, bodies, routes.
+
+Each endpoint is declared once as an `ApiRoute` (path, method, scope, request and response types);
+the same declaration builds the Starlette route, enforces authentication and scopes, and feeds the
+OpenAPI document. Handlers receive the request and the authenticated `Principal` and return a
+Response or raise `ApiError`; nothing else reaches the client.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from stateset_server.core.clock import iso, now_us
+from stateset_server.core.errors import ApiError
+from stateset_server.core.ids import new_id
+from stateset_server.storage.database import StorageUnavailable
+from stateset_server.workspaces.keys import Principal
+
+__all__ = [
+    "MAX_BODY_BYTES",
+    "ApiRoute",
+    "RequestIdMiddleware",
+    "base_url",
+    "error_response",
+    "http_exception_handler",
+    "json_response",
+    "read_body",
+]
+
+log = logging.getLogger("stateset_server")
+MAX_BODY_BYTES = 10 * 1024 * 1024
+_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_encoder = msgspec.json.Encoder()
+
+Handler = Callable[[Request, Principal | None], Awaitable[Response]]
+
+
+class RequestIdMiddleware:
+    """Gives every request an id (`req_…`, or the client's own `X-Request-Id` when it is sane)
+    and returns it in `X-Request-Id` on every response, errors included."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                candidate = value.decode("latin-1")
+                if _SANE_REQUEST_ID.match(candidate):
+                    request_id = candidate
+                break
+        if request_id is None:
+            request_id = new_id("req")
+        scope["request_id"] = request_id
+        header = (b"x-request-id", request_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(_encoder.encode(content), status_code=status, headers=headers, media_type="application/json")
+
+
+def base_url(request: Request) -> str:
+    configured = getattr(request.app.state, "public_url", None)
+    return configured or str(request.base_url).rstrip("/")
+
+
+def error_response(request: Request, error: ApiError) -> Response:
+    body = {
+        "error": {
+            "code": error.code,
+            "message": error.message,
+            "details": error.details,
+            "request_id": request.scope.get("request_id"),
+            "timestamp": iso(now_us()),
+            "documentation_url": f"{base_url(request)}/docs/errors/{error.code}",
+        }
+    }
+    return json_response(body, error.status, error.headers)
+
+
+async def http_exception_handler(request: Request, exc: Exception) -> Response:
+    """Routing failures (unknown path, wrong method) in the same envelope as every other error."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        allow = (exc.headers or {}).get("Allow", "")
+        error = ApiError(
+            "METHOD_NOT_ALLOWED",
+            f"{request.method} is not allowed on {request.url.path}",
+            {"method": request.method, "allowed_methods": [m.strip() for m in allow.split(",") if m.strip()]},
+            headers={"Allow": allow} if allow else None,
+        )
+    elif exc.status_code == 404:
+        error = ApiError(
+            "ROUTE_NOT_FOUND", f"No endpoint at {request.method} {request.url.path}", {"path": request.url.path}
+        )
+    else:
+        error = ApiError("VALIDATION_ERROR", str(exc.detail), status=exc.status_code)
+    return error_response(request, error)
+
+
+async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The whole body, refusing (413) as soon as it is known to exceed `limit` — without buffering it."""
+    too_large = ApiError("PAYLOAD_TOO_LARGE", f"Request bodies are limited to {limit} bytes.", {"max_bytes": limit})
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@dataclass(frozen=True)
+class ApiRoute:
+    """One endpoint: how it is reached, who may call it, and what goes in and out (for OpenAPI)."""
+
+    method: str
+    path: str
+    handler: Handler
+    scope: str | None  # None: public, no API key needed
+    summary: str
+    tag: str
+    request_body: type | None = None
+    response: type | None = None
+    status: int = 200
+    errors: tuple[str, ...] = ()
+    query: tuple[tuple[str, str, str], ...] = field(default=())  # (name, JSON type, description)
+
+    def starlette_route(self) -> Route:
+        return Route(self.path, self._endpoint, methods=[self.method], name=f"{self.method} {self.path}")
+
+    async def _endpoint(self, request: Request) -> Response:
+        try:
+            principal = None
+            if self.scope is not None:
+                principal = await request.app.state.authenticate(request.headers.get("authorization"))
+                if not principal.allows(self.scope):
+                    raise ApiError(
+                        "INSUFFICIENT_PERMISSIONS",
+                        f"This API key cannot perform this operation; it needs the '{self.scope}' scope.",
+                        {"required_scope": self.scope, "key_type": principal.kind},
+                    )
+            return await self.handler(request, principal)
+        except ApiError as error:
+            return error_response(request, error)
+        except StorageUnavailable as exc:
+            log.warning("storage unavailable: %s (request %s)", exc, request.scope.get("request_id"))
+            return error_response(
+                request,
+                ApiError("SERVICE_UNAVAILABLE", "The database is temporarily unavailable; retry shortly."),
+            )
+        except Exception:
+            log.exception("unhandled error (request %s)", request.scope.get("request_id"))
+            return error_response(
+                request, ApiError("INTERNAL_ERROR", "An unexpected error occurred. It has been logged.")
+            )

@@ -1,0 +1,1 @@
+"""The machine-readable API description (OpenAPI 3.1) and the human pages built from it."""

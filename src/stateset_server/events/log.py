@@ -1,0 +1,139 @@
+"""Appending to and reading the event log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from stateset_server import API_VERSION
+from stateset_server.core.clock import iso
+from stateset_server.core.ids import new_id
+from stateset_server.storage import Row, Tx
+from stateset_server.workspaces.keys import Principal
+
+__all__ = ["EventOut", "append", "event_out", "get_event", "list_events", "object_events"]
+
+_COLUMNS = (
+    "seq, id, workspace_id, mode, type, object_type, object_id, data, previous_attributes,"
+    " request_id, api_key_id, created_at"
+)
+
+
+async def append(
+    tx: Tx,
+    *,
+    principal: Principal,
+    type: str,
+    object_type: str,
+    object_id: str,
+    data: bytes,
+    created_at: int,
+    request_id: str | None,
+    previous_attributes: bytes | None = None,
+) -> str:
+    """Write one event; `data` is the object's JSON snapshot after the change."""
+    event_id = new_id("evt")
+    await tx.execute(
+        f"INSERT INTO events ({_COLUMNS.removeprefix('seq, ')}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        event_id,
+        principal.workspace_id,
+        principal.mode,
+        type,
+        object_type,
+        object_id,
+        data.decode(),
+        previous_attributes.decode() if previous_attributes is not None else None,
+        request_id,
+        principal.key_id,
+        created_at,
+    )
+    return event_id
+
+
+class EventData(msgspec.Struct):
+    object: msgspec.Raw
+
+
+class EventMetadata(msgspec.Struct):
+    workspace_id: str
+    api_version: str
+    request_id: str | None
+    api_key_id: str | None
+
+
+class EventOut(msgspec.Struct):
+    """An event as the API (and, later, webhooks) shows it — the spec's webhook payload structure."""
+
+    id: str
+    type: str
+    created: str
+    livemode: bool
+    data: EventData
+    previous_attributes: msgspec.Raw | None
+    metadata: EventMetadata
+    object: str = "event"
+
+
+def event_out(row: Row) -> EventOut:
+    previous = row["previous_attributes"]
+    return EventOut(
+        id=row["id"],
+        type=row["type"],
+        created=iso(row["created_at"]),
+        livemode=row["mode"] == "live",
+        data=EventData(msgspec.Raw(row["data"].encode())),
+        previous_attributes=msgspec.Raw(previous.encode()) if previous is not None else None,
+        metadata=EventMetadata(row["workspace_id"], API_VERSION, row["request_id"], row["api_key_id"]),
+    )
+
+
+async def get_event(tx: Tx, principal: Principal, event_id: str) -> Row | None:
+    return await tx.fetchrow(
+        f"SELECT {_COLUMNS} FROM events WHERE id = $1 AND workspace_id = $2 AND mode = $3",
+        event_id,
+        principal.workspace_id,
+        principal.mode,
+    )
+
+
+async def object_events(tx: Tx, principal: Principal, object_id: str) -> list[Row]:
+    """One object's events in commit order (its timeline)."""
+    return await tx.fetch(
+        "SELECT id, type, created_at FROM events WHERE object_id = $1 AND workspace_id = $2 AND mode = $3 ORDER BY seq",
+        object_id,
+        principal.workspace_id,
+        principal.mode,
+    )
+
+
+async def list_events(
+    tx: Tx,
+    principal: Principal,
+    *,
+    limit: int,
+    before_seq: int | None,
+    type_exact: str | None,
+    type_prefix: str | None,
+    object_id: str | None,
+) -> list[Row]:
+    """Newest first; `limit + 1` rows are fetched by callers to learn whether more exist."""
+    clauses = ["workspace_id = $1", "mode = $2"]
+    args: list[Any] = [principal.workspace_id, principal.mode]
+    if before_seq is not None:
+        args.append(before_seq)
+        clauses.append(f"seq < ${len(args)}")
+    if type_exact is not None:
+        args.append(type_exact)
+        clauses.append(f"type = ${len(args)}")
+    if type_prefix is not None:
+        # Range instead of LIKE: index-friendly and no wildcard characters to escape.
+        args.extend([type_prefix, type_prefix + "\uffff"])
+        clauses.append(f"type >= ${len(args) - 1} AND type < ${len(args)}")
+    if object_id is not None:
+        args.append(object_id)
+        clauses.append(f"object_id = ${len(args)}")
+    args.append(limit)
+    return await tx.fetch(
+        f"SELECT {_COLUMNS} FROM events WHERE {' AND '.join(clauses)} ORDER BY seq DESC LIMIT ${len(args)}", *args
+    )

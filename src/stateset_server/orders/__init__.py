@@ -1,0 +1,1 @@
+"""Orders: intake, pricing, the lifecycle, and how an order is shown."""

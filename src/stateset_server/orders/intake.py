@@ -1,0 +1,164 @@
+"""From a validated request to a priced domain order — pure rules, no I/O.
+
+msgspec already checked types and lengths; this adds the rules that span fields (one price per item,
+one customer identity) and the money rules (currency precision, exact totals).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import msgspec
+
+from stateset_server.core.errors import ApiError
+from stateset_server.core.ids import new_id
+from stateset_server.core.money import normalize_currency, parse_amount
+from stateset_server.orders.model import LineItem, Order
+from stateset_server.orders.pricing import Pricing, price_order
+from stateset_server.orders.schemas import AddressIn, CreateOrderIn
+from stateset_server.orders.status import OrderStatus
+
+__all__ = ["check_metadata", "new_order"]
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+MAX_METADATA_KEYS = 50
+
+
+def _email(value: str, field: str) -> str:
+    cleaned = value.strip()
+    if len(cleaned) > 254 or not _EMAIL.match(cleaned):
+        raise ApiError.field(field, "Invalid email format", expected="valid email address", received=value)
+    return cleaned
+
+
+def check_metadata(metadata: dict[str, Any] | None, field: str = "metadata") -> dict[str, Any]:
+    if metadata is None:
+        return {}
+    if len(metadata) > MAX_METADATA_KEYS:
+        raise ApiError.field(
+            field, f"at most {MAX_METADATA_KEYS} keys", expected=f"<= {MAX_METADATA_KEYS} keys", received=len(metadata)
+        )
+    for key, value in metadata.items():
+        where = f"{field}.{key}"
+        if not key or len(key) > 40:
+            raise ApiError.field(
+                where, "keys are 1 to 40 characters", expected="a key of 1-40 characters", received=key
+            )
+        if isinstance(value, str):
+            if len(value) > 500:
+                raise ApiError.field(
+                    where, "string values are at most 500 characters", expected="<= 500 characters", received=len(value)
+                )
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise ApiError.field(where, "numbers must be finite", expected="a finite number", received=str(value))
+        elif value is not None and not isinstance(value, bool | int):
+            raise ApiError.field(
+                where, "values must be strings, numbers, booleans or null", expected="a scalar value", received=value
+            )
+    return metadata
+
+
+def _address(address: AddressIn | str | None) -> dict[str, Any] | None:
+    if address is None:
+        return None
+    if isinstance(address, str):
+        return {"formatted": address}
+    out = msgspec.to_builtins(address)
+    if "country" in out:
+        out["country"] = out["country"].upper()
+    return out
+
+
+def _customer(body: CreateOrderIn) -> tuple[str | None, str | None]:
+    customer_id, email = body.customer_id, body.customer_email
+    if body.customer is not None:
+        for field, top, nested in (
+            ("customer.id", customer_id, body.customer.id),
+            ("customer.email", email, body.customer.email),
+        ):
+            if top is not None and nested is not None and top != nested:
+                raise ApiError.field(
+                    field,
+                    f"conflicts with {field.replace('.', '_')}",
+                    expected=f"the same value as {field.replace('.', '_')}, or only one of them",
+                    received=nested,
+                )
+        customer_id = customer_id or body.customer.id
+        email = email or body.customer.email
+    if email is not None:
+        email = _email(email, "customer_email" if body.customer_email is not None else "customer.email")
+    return customer_id, email
+
+
+def new_order(body: CreateOrderIn, *, workspace_id: str, mode: str, pricing: Pricing, now: int) -> Order:
+    """A CREATED order with exact totals; `order_number` is assigned when it is stored."""
+    currency = normalize_currency(body.currency)
+    items = []
+    for index, item in enumerate(body.items):
+        where = f"items[{index}]"
+        if item.unit_price is not None and item.price is not None and item.unit_price != item.price:
+            raise ApiError.field(
+                f"{where}.price",
+                "conflicts with unit_price",
+                expected="only one of unit_price and price",
+                received=str(item.price),
+            )
+        raw_price = item.unit_price if item.unit_price is not None else item.price
+        if raw_price is None:
+            raise ApiError.field(
+                f"{where}.unit_price",
+                "required field is missing",
+                expected="a unit price (unit_price or price)",
+                code="MISSING_REQUIRED_FIELD",
+            )
+        unit_price = parse_amount(
+            raw_price, currency, f"{where}.unit_price" if item.unit_price is not None else f"{where}.price"
+        )
+        items.append(
+            LineItem(
+                id=new_id("li"),
+                sku=item.sku,
+                description=item.description if item.description is not None else item.name,
+                quantity=item.quantity,
+                unit_price=unit_price,
+                total=unit_price * item.quantity,
+                metadata=check_metadata(item.metadata, f"{where}.metadata"),
+            )
+        )
+    totals = price_order([line.total for line in items], currency, pricing)
+    customer_id, email = _customer(body)
+    shipping_address = _address(body.shipping_address)
+    shipping_method = None
+    if body.shipping is not None:
+        if shipping_address is not None and body.shipping.address is not None:
+            raise ApiError.field(
+                "shipping.address", "conflicts with shipping_address", expected="only one of them", received=None
+            )
+        shipping_address = shipping_address or _address(body.shipping.address)
+        shipping_method = body.shipping.method
+    return Order(
+        id=new_id("ord"),
+        workspace_id=workspace_id,
+        mode=mode,
+        order_number=0,
+        status=OrderStatus.CREATED,
+        currency=currency,
+        customer_id=customer_id,
+        customer_email=email,
+        items=items,
+        subtotal=totals.subtotal,
+        tax=totals.tax,
+        shipping=totals.shipping,
+        total=totals.total,
+        shipping_address=shipping_address,
+        shipping_method=shipping_method,
+        billing_address=_address(body.billing_address),
+        metadata=check_metadata(body.metadata),
+        notes=body.notes,
+        version=1,
+        created_at=now,
+        updated_at=now,
+    )

@@ -1,0 +1,135 @@
+"""SQL for orders and their line items."""
+
+from __future__ import annotations
+
+import msgspec
+
+from stateset_server.orders.model import LineItem, Order
+from stateset_server.orders.status import OrderStatus
+from stateset_server.storage import Row, Tx
+
+__all__ = ["get_order", "insert_order", "next_order_number"]
+
+_encode = msgspec.json.encode
+_ORDER_COLUMNS = (
+    "id, workspace_id, mode, order_number, status, currency, customer_id, customer_email, subtotal, tax,"
+    " shipping, total, shipping_address, shipping_method, billing_address, metadata, notes, version,"
+    " created_at, updated_at"
+)
+_ITEM_COLUMNS = "id, order_id, position, sku, description, quantity, unit_price, total, metadata"
+
+
+def _json(value: object) -> str | None:
+    return None if value is None else _encode(value).decode()
+
+
+async def next_order_number(tx: Tx, workspace_id: str, mode: str) -> int:
+    """Human-facing order numbers count up from 1001 per workspace and mode."""
+    return int(
+        await tx.fetchval(
+            "INSERT INTO counters (workspace_id, mode, name, value) VALUES ($1, $2, 'order_number', 1001)"
+            " ON CONFLICT (workspace_id, mode, name) DO UPDATE SET value = counters.value + 1 RETURNING value",
+            workspace_id,
+            mode,
+        )
+    )
+
+
+async def insert_order(tx: Tx, order: Order) -> None:
+    await tx.execute(
+        f"INSERT INTO orders ({_ORDER_COLUMNS}) VALUES"
+        " ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
+        order.id,
+        order.workspace_id,
+        order.mode,
+        order.order_number,
+        order.status.value,
+        order.currency,
+        order.customer_id,
+        order.customer_email,
+        order.subtotal,
+        order.tax,
+        order.shipping,
+        order.total,
+        _json(order.shipping_address),
+        order.shipping_method,
+        _json(order.billing_address),
+        _json(order.metadata),
+        order.notes,
+        order.version,
+        order.created_at,
+        order.updated_at,
+    )
+    await tx.executemany(
+        f"INSERT INTO order_items ({_ITEM_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        [
+            (
+                item.id,
+                order.id,
+                position,
+                item.sku,
+                item.description,
+                item.quantity,
+                item.unit_price,
+                item.total,
+                _json(item.metadata),
+            )
+            for position, item in enumerate(order.items)
+        ],
+    )
+
+
+def _loads(text: str | None) -> dict | None:
+    return None if text is None else msgspec.json.decode(text)
+
+
+def _order(row: Row, items: list[Row]) -> Order:
+    return Order(
+        id=row["id"],
+        workspace_id=row["workspace_id"],
+        mode=row["mode"],
+        order_number=row["order_number"],
+        status=OrderStatus(row["status"]),
+        currency=row["currency"],
+        customer_id=row["customer_id"],
+        customer_email=row["customer_email"],
+        items=[
+            LineItem(
+                id=item["id"],
+                sku=item["sku"],
+                description=item["description"],
+                quantity=item["quantity"],
+                unit_price=item["unit_price"],
+                total=item["total"],
+                metadata=msgspec.json.decode(item["metadata"]),
+            )
+            for item in items
+        ],
+        subtotal=row["subtotal"],
+        tax=row["tax"],
+        shipping=row["shipping"],
+        total=row["total"],
+        shipping_address=_loads(row["shipping_address"]),
+        shipping_method=row["shipping_method"],
+        billing_address=_loads(row["billing_address"]),
+        metadata=msgspec.json.decode(row["metadata"]),
+        notes=row["notes"],
+        version=row["version"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+async def get_order(tx: Tx, workspace_id: str, mode: str, order_id: str, *, for_update: bool = False) -> Order | None:
+    """The order when it exists in this workspace and mode; another tenant's id reads as absent."""
+    lock = " FOR UPDATE" if for_update else ""
+    row = await tx.fetchrow(
+        f"SELECT {_ORDER_COLUMNS} FROM orders WHERE id = $1 AND workspace_id = $2 AND mode = $3{lock}",
+        order_id,
+        workspace_id,
+        mode,
+    )
+    if row is None:
+        return None
+    items = await tx.fetch(f"SELECT {_ITEM_COLUMNS} FROM order_items WHERE order_id = $1 ORDER BY position", order_id)
+    return _order(row, items)

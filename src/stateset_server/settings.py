@@ -1,0 +1,54 @@
+"""Server settings, read once from the environment (the CLI sets them from its flags)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from fractions import Fraction
+
+from stateset_server.core.money import MICRO, parse_rate
+from stateset_server.orders.pricing import Pricing
+
+__all__ = ["DEFAULT_DATABASE_URL", "Settings"]
+
+DEFAULT_DATABASE_URL = "sqlite:///stateset.db"
+
+
+def _amount(name: str, value: str) -> Fraction:
+    try:
+        amount = Decimal(value)
+    except InvalidOperation:
+        raise ValueError(f"{name} must be a decimal amount such as 9.99, got {value!r}") from None
+    if not amount.is_finite() or amount < 0:
+        raise ValueError(f"{name} must be a non-negative decimal amount, got {value!r}")
+    return Fraction(amount) * MICRO
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    public_url: str | None = None  # how clients reach this server, for payment_url and documentation links
+    tax_rate: str = "0"  # e.g. "0.0875" for 8.75 %
+    shipping_rate: str = "0"  # flat shipping per order, in the order's currency
+    free_shipping_over: str | None = None  # subtotal at or above which shipping is free
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        env = os.environ
+        return cls(
+            database_url=env.get("STATESET_DATABASE_URL") or DEFAULT_DATABASE_URL,
+            public_url=(env.get("STATESET_PUBLIC_URL") or "").rstrip("/") or None,
+            tax_rate=env.get("STATESET_TAX_RATE") or "0",
+            shipping_rate=env.get("STATESET_SHIPPING_RATE") or "0",
+            free_shipping_over=env.get("STATESET_FREE_SHIPPING_OVER") or None,
+        )
+
+    def pricing(self) -> Pricing:
+        return Pricing(
+            tax_rate=parse_rate(self.tax_rate),
+            shipping_flat=_amount("STATESET_SHIPPING_RATE", self.shipping_rate),
+            free_shipping_over=(
+                _amount("STATESET_FREE_SHIPPING_OVER", self.free_shipping_over) if self.free_shipping_over else None
+            ),
+        )

@@ -1,0 +1,67 @@
+"""The storage protocols and the factory that picks an engine from a database URL."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, Protocol, TypeVar
+
+__all__ = ["Database", "Row", "StorageUnavailable", "Tx", "open_database", "sqlite_path"]
+
+T = TypeVar("T")
+# Both sqlite3.Row and asyncpg.Record index by column name and by position.
+Row = Any
+
+
+class StorageUnavailable(Exception):
+    """The database could not be reached or is locked beyond the busy timeout."""
+
+
+class Tx(Protocol):
+    """One open transaction. SQL uses `$1, $2, …` placeholders in both dialects."""
+
+    dialect: str
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None: ...
+    async def fetch(self, sql: str, *args: Any) -> list[Row]: ...
+    async def fetchval(self, sql: str, *args: Any) -> Any: ...
+    async def execute(self, sql: str, *args: Any) -> None: ...
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
+
+
+class Database(Protocol):
+    dialect: str
+    url: str
+
+    async def write(self, fn: Callable[[Tx], Awaitable[T]]) -> T:
+        """Run `fn` in one transaction; returns once the transaction is durably committed."""
+        ...
+
+    async def read(self, fn: Callable[[Tx], Awaitable[T]]) -> T:
+        """Run `fn` against one consistent snapshot."""
+        ...
+
+    async def ping(self) -> None: ...
+    async def close(self) -> None: ...
+
+
+def sqlite_path(url: str) -> str:
+    """`sqlite:///stateset.db` (relative), `sqlite:////var/lib/x.db` (absolute), or a bare path."""
+    if url.startswith("sqlite:///"):
+        return url[len("sqlite:///") :]
+    if url.startswith("sqlite://"):
+        return url[len("sqlite://") :]
+    return url
+
+
+def is_postgres(url: str) -> bool:
+    return url.startswith(("postgresql://", "postgres://"))
+
+
+async def open_database(url: str) -> Database:
+    if is_postgres(url):
+        from stateset_server.storage.postgres import PostgresDatabase
+
+        return await PostgresDatabase.open(url)
+    from stateset_server.storage.sqlite import SQLiteDatabase
+
+    return SQLiteDatabase.open(url)

@@ -1,0 +1,88 @@
+"""PostgreSQL engine on asyncpg: a connection pool, one transaction per unit of work.
+
+Row locks are explicit (`SELECT … FOR UPDATE`) in the transaction functions; the same SQL runs on
+SQLite, whose single writer makes the lock clause unnecessary (it is stripped there).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+import asyncpg
+
+from stateset_server.storage.database import Row, StorageUnavailable
+
+__all__ = ["PostgresDatabase", "PostgresTx"]
+
+T = TypeVar("T")
+_UNAVAILABLE = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+)
+
+
+class PostgresTx:
+    dialect = "postgres"
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        return await self._conn.fetchrow(sql, *args)
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        return list(await self._conn.fetch(sql, *args))
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        return await self._conn.fetchval(sql, *args)
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        await self._conn.execute(sql, *args)
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        await self._conn.executemany(sql, list(rows))
+
+
+class PostgresDatabase:
+    dialect = "postgres"
+
+    def __init__(self, url: str, pool: asyncpg.Pool) -> None:
+        self.url = url
+        self._pool = pool
+
+    @classmethod
+    async def open(cls, url: str) -> PostgresDatabase:
+        size = int(os.environ.get("STATESET_PG_POOL_SIZE", "20"))
+        try:
+            pool = await asyncpg.create_pool(url, min_size=1, max_size=size, command_timeout=60)
+        except _UNAVAILABLE as exc:
+            raise StorageUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
+        return cls(url, pool)
+
+    async def write(self, fn: Callable[[PostgresTx], Awaitable[T]]) -> T:
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                return await fn(PostgresTx(conn))
+        except _UNAVAILABLE as exc:
+            raise StorageUnavailable(str(exc)) from exc
+
+    async def read(self, fn: Callable[[PostgresTx], Awaitable[T]]) -> T:
+        try:
+            async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+                return await fn(PostgresTx(conn))
+        except _UNAVAILABLE as exc:
+            raise StorageUnavailable(str(exc)) from exc
+
+    async def ping(self) -> None:
+        try:
+            async with self._pool.acquire() as conn:
+                await conn.fetchval("SELECT 1")
+        except _UNAVAILABLE as exc:
+            raise StorageUnavailable(str(exc)) from exc
+
+    async def close(self) -> None:
+        await self._pool.close()

@@ -1,0 +1,152 @@
+"""Workspace and key operations (used by the CLI and at first start) and request authentication."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+
+from stateset_server.core.clock import now_us
+from stateset_server.core.errors import ApiError
+from stateset_server.core.ids import new_id
+from stateset_server.storage import Database, Tx
+from stateset_server.workspaces import repository
+from stateset_server.workspaces.keys import (
+    KINDS,
+    MODES,
+    Principal,
+    generate_key,
+    hash_key,
+    parse_key,
+    validate_scopes,
+)
+
+__all__ = ["NewKey", "authenticate", "bootstrap", "create_key", "create_workspace", "revoke_key"]
+
+
+@dataclass(frozen=True)
+class NewKey:
+    id: str
+    workspace_id: str
+    mode: str
+    kind: str
+    scopes: list[str]
+    secret: str  # shown once, never stored
+
+
+async def create_workspace(db: Database, name: str) -> str:
+    workspace_id = new_id("ws")
+
+    async def write(tx: Tx) -> None:
+        await repository.insert_workspace(tx, workspace_id, name, now_us())
+
+    await db.write(write)
+    return workspace_id
+
+
+async def create_key(
+    db: Database,
+    *,
+    workspace_id: str,
+    mode: str = "test",
+    kind: str = "secret",
+    scopes: list[str] | None = None,
+    name: str | None = None,
+) -> NewKey:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}")
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}")
+    if kind == "restricted":
+        scopes = validate_scopes(scopes or [])
+    elif scopes:
+        raise ValueError("only restricted keys take scopes")
+    else:
+        scopes = []
+    secret = generate_key(kind, mode)
+    key_id = new_id("key")
+
+    async def write(tx: Tx) -> None:
+        if not await repository.workspace_exists(tx, workspace_id):
+            raise ValueError(f"no such workspace: {workspace_id}")
+        await repository.insert_key(
+            tx,
+            key_id=key_id,
+            workspace_id=workspace_id,
+            mode=mode,
+            kind=kind,
+            name=name,
+            secret_hash=hash_key(secret),
+            prefix=secret[: len(KINDS[kind]) + len(mode) + 2],
+            last4=secret[-4:],
+            scopes=" ".join(scopes),
+            created_at=now_us(),
+        )
+
+    await db.write(write)
+    return NewKey(key_id, workspace_id, mode, kind, scopes, secret)
+
+
+async def revoke_key(db: Database, key_id: str) -> bool:
+    async def write(tx: Tx) -> bool:
+        return await repository.revoke_key(tx, key_id, now_us())
+
+    return await db.write(write)
+
+
+async def bootstrap(db: Database) -> NewKey | None:
+    """On an empty database: create the owner's workspace and a sandbox secret key."""
+
+    async def empty(tx: Tx) -> bool:
+        return await repository.count_workspaces(tx) == 0
+
+    if not await db.read(empty):
+        return None
+    workspace_id = await create_workspace(db, "Default workspace")
+    return await create_key(db, workspace_id=workspace_id, mode="test", kind="secret", name="Sandbox key")
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The key from `Bearer <key>` or from HTTP Basic with the key as user name (as curl -u sends)."""
+    if not authorization:
+        return None
+    scheme, _, value = authorization.strip().partition(" ")
+    scheme = scheme.lower()
+    if scheme == "bearer":
+        return value.strip()
+    if scheme == "basic":
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return ""
+        return decoded.partition(":")[0]
+    return ""
+
+
+async def authenticate(db: Database, authorization: str | None) -> Principal:
+    token = bearer_token(authorization)
+    if token is None:
+        raise ApiError(
+            "MISSING_API_KEY",
+            "No API key provided. Send it as 'Authorization: Bearer sk_test_...'.",
+            headers={"WWW-Authenticate": 'Bearer realm="stateset"'},
+        )
+    invalid = ApiError(
+        "INVALID_API_KEY",
+        "The API key provided is invalid, expired or revoked.",
+        headers={"WWW-Authenticate": 'Bearer realm="stateset", error="invalid_token"'},
+    )
+    if parse_key(token) is None:
+        raise invalid
+
+    async def lookup(tx: Tx) -> Principal | None:
+        row = await repository.find_key_by_hash(tx, hash_key(token))
+        if row is None or row["revoked_at"] is not None:
+            return None
+        scopes = frozenset(row["scopes"].split()) if row["scopes"] else frozenset()
+        return Principal(row["id"], row["workspace_id"], row["mode"], row["kind"], scopes)
+
+    principal = await db.read(lookup)
+    if principal is None:
+        raise invalid
+    return principal
