@@ -85,11 +85,24 @@ def decode_body(body: bytes, into: type[T]) -> T:
     try:
         return msgspec.json.decode(body, type=into)
     except msgspec.ValidationError as exc:
+        # msgspec may report a field before it reaches trailing garbage: check well-formedness first.
+        _well_formed(body)
         raise field_error(exc, body) from None
     except msgspec.DecodeError as exc:
-        raise ApiError(
-            "VALIDATION_ERROR",
-            "The request body is not valid JSON.",
-            {"field": "body", "issue": str(exc), "expected": "a JSON object", "received": None},
-            status=400,
-        ) from None
+        raise _malformed(exc) from None
+
+
+def _malformed(exc: msgspec.DecodeError) -> ApiError:
+    return ApiError(
+        "VALIDATION_ERROR",
+        "The request body is not valid JSON.",
+        {"field": "body", "issue": str(exc), "expected": "a JSON object", "received": None},
+        status=400,
+    )
+
+
+def _well_formed(body: bytes) -> None:
+    try:
+        msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise _malformed(exc) from None
