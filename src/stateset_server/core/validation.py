@@ -83,13 +83,38 @@ def decode_body(body: bytes, into: type[T]) -> T:
             status=400,
         )
     try:
-        return msgspec.json.decode(body, type=into)
+        decoded = msgspec.json.decode(body, type=into)
+    except RecursionError:
+        raise ApiError(
+            "VALIDATION_ERROR",
+            "The request body is nested too deeply.",
+            {"field": "body", "issue": "nested too deeply", "expected": "a JSON object", "received": None},
+            status=400,
+        ) from None
     except msgspec.ValidationError as exc:
         # msgspec may report a field before it reaches trailing garbage: check well-formedness first.
         _well_formed(body)
         raise field_error(exc, body) from None
     except msgspec.DecodeError as exc:
         raise _malformed(exc) from None
+    if b"\\u0000" in body:  # the only way a NUL reaches a string; PostgreSQL text cannot hold one
+        _refuse_nul(msgspec.json.decode(body))
+    return decoded
+
+
+def _refuse_nul(node: Any, path: str = "") -> None:
+    if isinstance(node, str):
+        if "\x00" in node:
+            raise ApiError.field(
+                _field_name(path), "contains a NUL character", expected="text without NUL (\\u0000)", received=node
+            )
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            _refuse_nul(key, path)
+            _refuse_nul(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            _refuse_nul(value, f"{path}[{index}]")
 
 
 def _malformed(exc: msgspec.DecodeError) -> ApiError:

@@ -14,7 +14,7 @@ import msgspec
 
 from stateset_server.core.errors import ApiError
 from stateset_server.core.ids import new_id
-from stateset_server.core.money import normalize_currency, parse_amount
+from stateset_server.core.money import MAX_AMOUNT_MICRO, normalize_currency, parse_amount
 from stateset_server.orders.model import LineItem, Order
 from stateset_server.orders.pricing import Pricing, price_order
 from stateset_server.orders.schemas import AddressIn, CreateOrderIn
@@ -54,6 +54,10 @@ def check_metadata(metadata: dict[str, Any] | None, field: str = "metadata") -> 
         elif isinstance(value, float):
             if not math.isfinite(value):
                 raise ApiError.field(where, "numbers must be finite", expected="a finite number", received=str(value))
+        elif isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+            raise ApiError.field(
+                where, "integers must fit in 64 bits", expected="a 64-bit integer", received=str(value)
+            )
         elif value is not None and not isinstance(value, bool | int):
             raise ApiError.field(
                 where, "values must be strings, numbers, booleans or null", expected="a scalar value", received=value
@@ -128,7 +132,18 @@ def new_order(body: CreateOrderIn, *, workspace_id: str, mode: str, pricing: Pri
                 metadata=check_metadata(item.metadata, f"{where}.metadata"),
             )
         )
+        if items[-1].total > MAX_AMOUNT_MICRO:
+            raise ApiError.field(
+                where,
+                "quantity × unit_price is too large",
+                expected="a line total of at most 1000000000000",
+                received=None,
+            )
     totals = price_order([line.total for line in items], currency, pricing)
+    if totals.total > MAX_AMOUNT_MICRO:
+        raise ApiError.field(
+            "items", "the order total is too large", expected="a total of at most 1000000000000", received=None
+        )
     customer_id, email = _customer(body)
     shipping_address = _address(body.shipping_address)
     shipping_method = None

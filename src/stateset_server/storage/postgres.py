@@ -17,11 +17,17 @@ from stateset_server.storage.database import Row, StorageUnavailable
 __all__ = ["PostgresDatabase", "PostgresTx"]
 
 T = TypeVar("T")
+# Failures of the database itself (down, restarting, dropped, connection lost), as opposed to errors
+# in a statement: these become 503 SERVICE_UNAVAILABLE.
 _UNAVAILABLE = (
     OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
     asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
+    asyncpg.OperatorInterventionError,
     asyncpg.TooManyConnectionsError,
+    asyncpg.InvalidCatalogNameError,
+    asyncpg.InvalidAuthorizationSpecificationError,
 )
 
 

@@ -126,36 +126,24 @@ class _GroupCommitWriter(threading.Thread):
                         stopping = True
                         break
                     group.append(item)
-                self._commit_group(conn, tx, group)
+                try:
+                    self._commit_group(conn, tx, group)
+                except Exception as exc:  # never let the writer die: later writes would hang
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    self._settle_all(group, StorageUnavailable(f"write failed: {exc}"))
                 if stopping:
                     return
         finally:
             conn.close()
 
     def _commit_group(self, conn: sqlite3.Connection, tx: SQLiteTx, group: list[_Item]) -> None:
-        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            self._settle_all(group, StorageUnavailable(f"could not start a write transaction: {exc}"))
-            return
-        for fn, future, _loop in group:
-            conn.execute("SAVEPOINT unit")
-            try:
-                result = run_sync(fn(tx))
-            except BaseException as exc:  # the unit's own error goes back to its caller only
-                conn.execute("ROLLBACK TO unit")
-                conn.execute("RELEASE unit")
-                outcomes.append((future, None, exc))
-            else:
-                conn.execute("RELEASE unit")
-                outcomes.append((future, result, None))
-        try:
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
+            outcomes = self._run_group(conn, tx, group)
+        except sqlite3.Error as exc:  # BEGIN, SAVEPOINT or COMMIT failed: the whole group is undone
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            self._settle_all(group, StorageUnavailable(f"commit failed: {exc}"))
+            self._settle_all(group, StorageUnavailable(f"write transaction failed: {exc}"))
             return
         self.groups += 1
         self.units += len(group)
@@ -164,6 +152,26 @@ class _GroupCommitWriter(threading.Thread):
             by_loop.setdefault(loop, []).append(outcome)
         for loop, items in by_loop.items():
             loop.call_soon_threadsafe(_settle, items)
+
+    @staticmethod
+    def _run_group(
+        conn: sqlite3.Connection, tx: SQLiteTx, group: list[_Item]
+    ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
+        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        for fn, future, _loop in group:
+            conn.execute("SAVEPOINT unit")
+            try:
+                result = run_sync(fn(tx))
+            except Exception as exc:  # the unit's own error goes back to its caller only
+                conn.execute("ROLLBACK TO unit")
+                conn.execute("RELEASE unit")
+                outcomes.append((future, None, exc))
+            else:
+                conn.execute("RELEASE unit")
+                outcomes.append((future, result, None))
+        conn.execute("COMMIT")
+        return outcomes
 
     def _settle_all(self, group: list[_Item], exc: BaseException) -> None:
         for _fn, future, loop in group:

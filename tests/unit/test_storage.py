@@ -1,0 +1,73 @@
+"""The storage spine on a real SQLite file: group commit, savepoint isolation, migrations."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from stateset_server.storage.migrate import MigrationError, _check, load_migrations, migrate
+from stateset_server.storage.sqlite import SQLiteDatabase, run_sync
+
+
+def test_run_sync_refuses_a_coroutine_that_really_awaits() -> None:
+    async def sleeps() -> None:
+        await asyncio.sleep(0)
+
+    with pytest.raises(RuntimeError, match="awaited real I/O"):
+        run_sync(sleeps())
+
+
+def test_one_failing_unit_does_not_fail_its_group(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/s.db"
+
+    async def scenario() -> tuple[list[object], int, int]:
+        await migrate(url)
+        db = SQLiteDatabase.open(url)
+        try:
+
+            def insert(workspace_id: str, fail: bool):
+                async def unit(tx):
+                    await tx.execute("INSERT INTO workspaces (id, name, created_at) VALUES ($1, 'w', 0)", workspace_id)
+                    if fail:
+                        raise ValueError("boom")
+                    return workspace_id
+
+                return unit
+
+            outcomes = await asyncio.gather(
+                *(db.write(insert(f"ws_{i}", fail=i % 3 == 0)) for i in range(60)), return_exceptions=True
+            )
+            count = await db.read(lambda tx: tx.fetchval("SELECT count(*) FROM workspaces"))
+            return outcomes, count, db._writer.groups
+        finally:
+            await db.close()
+
+    outcomes, count, groups = asyncio.run(scenario())
+    failed = [o for o in outcomes if isinstance(o, ValueError)]
+    assert len(failed) == 20 and count == 40
+    assert groups < 60  # concurrent writes were committed together
+
+
+def test_sqlite_is_in_wal_mode_with_full_sync(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/s.db"
+    asyncio.run(migrate(url))
+    conn = sqlite3.connect(tmp_path / "s.db")
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+
+
+def test_an_edited_migration_is_refused() -> None:
+    migrations = load_migrations("sqlite")
+    with pytest.raises(MigrationError, match="changed after it was applied"):
+        _check({1: "not-the-checksum"}, migrations)
+    with pytest.raises(MigrationError, match="does not know"):
+        _check({1: migrations[0].checksum, 99: "x"}, migrations)
+    assert _check({}, migrations) == migrations
+
+
+def test_both_dialects_have_the_same_migrations() -> None:
+    sqlite, postgres = load_migrations("sqlite"), load_migrations("postgres")
+    assert [(m.version, m.name) for m in sqlite] == [(m.version, m.name) for m in postgres]
