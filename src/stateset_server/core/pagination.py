@@ -37,12 +37,13 @@ def encode_cursor(position: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(msgspec.json.encode(position)).decode().rstrip("=")
 
 
-def decode_cursor(raw: str, field: str = "cursor") -> dict[str, Any]:
+def decode_cursor(raw: str, shape: dict[str, type], field: str = "cursor") -> dict[str, Any]:
+    """The position inside a cursor this API issued; `shape` names each key and its type."""
     try:
         decoded = msgspec.json.decode(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
     except (binascii.Error, ValueError, msgspec.DecodeError):
         decoded = None
-    if not isinstance(decoded, dict):
+    if not isinstance(decoded, dict) or any(type(decoded.get(k)) is not t for k, t in shape.items()):
         raise ApiError(
             "VALIDATION_ERROR",
             f"{field} is not a cursor returned by this API",

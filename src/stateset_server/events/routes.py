@@ -38,16 +38,8 @@ async def list_events(request: Request, principal: Principal | None) -> Response
     params = request.query_params
     limit = parse_limit(params.get("limit"))
     before_seq = None
-    if cursor := params.get("cursor") or params.get("starting_after_cursor"):
-        position = decode_cursor(cursor)
-        if not isinstance(position.get("seq"), int):
-            raise ApiError(
-                "VALIDATION_ERROR",
-                "cursor is not a cursor returned by this API",
-                {"field": "cursor", "issue": "malformed cursor", "expected": "a next_cursor value", "received": cursor},
-                status=400,
-            )
-        before_seq = position["seq"]
+    if cursor := params.get("cursor"):
+        before_seq = decode_cursor(cursor, {"seq": int})["seq"]
     type_exact = type_prefix = None
     if (event_type := params.get("type")) is not None:
         if not _TYPE.match(event_type):
