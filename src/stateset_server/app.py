@@ -17,17 +17,19 @@ from stateset_server.docs.routes import docs_routes
 from stateset_server.events.routes import ROUTES as EVENT_ROUTES
 from stateset_server.health.routes import ROUTES as HEALTH_ROUTES
 from stateset_server.orders.routes import ROUTES as ORDER_ROUTES
+from stateset_server.payments.routes import ROUTES as PAYMENT_ROUTES
 from stateset_server.settings import Settings
 from stateset_server.storage import open_database
 from stateset_server.workspaces.service import authenticate
 
 __all__ = ["API_ROUTES", "app_from_environment", "create_app"]
 
-API_ROUTES: list[ApiRoute] = [*HEALTH_ROUTES, *ORDER_ROUTES, *EVENT_ROUTES]
+API_ROUTES: list[ApiRoute] = [*HEALTH_ROUTES, *ORDER_ROUTES, *PAYMENT_ROUTES, *EVENT_ROUTES]
 
 
 def create_app(settings: Settings) -> Starlette:
-    pricing = settings.pricing()  # fail at start, not on the first order, when a setting is malformed
+    # Fail at start, not on the first order, when a setting is malformed.
+    pricing, fees = settings.pricing(), settings.fees()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -35,6 +37,7 @@ def create_app(settings: Settings) -> Starlette:
         app.state.db = db
         app.state.authenticate = partial(authenticate, db)
         app.state.pricing = pricing
+        app.state.fees = fees
         app.state.public_url = settings.public_url
         try:
             yield

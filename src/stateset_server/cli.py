@@ -57,7 +57,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
         print(first_key.secret, flush=True)
     os.environ["STATESET_DATABASE_URL"] = settings.database_url
-    Settings.from_env().pricing()  # refuse to start with malformed tax or shipping settings
+    configured = Settings.from_env()
+    configured.pricing(), configured.fees()  # refuse to start with malformed money settings
 
     from granian import Granian
     from granian.constants import Interfaces

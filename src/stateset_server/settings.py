@@ -9,6 +9,7 @@ from fractions import Fraction
 
 from stateset_server.core.money import MICRO, parse_rate
 from stateset_server.orders.pricing import Pricing
+from stateset_server.payments.fees import FeeSchedule
 
 __all__ = ["DEFAULT_DATABASE_URL", "Settings"]
 
@@ -32,6 +33,8 @@ class Settings:
     tax_rate: str = "0"  # e.g. "0.0875" for 8.75 %
     shipping_rate: str = "0"  # flat shipping per order, in the order's currency
     free_shipping_over: str | None = None  # subtotal at or above which shipping is free
+    processing_fee_bps: int = 0  # payment processing fee in basis points of the amount
+    usdc_network_fee: str = "0.01"  # flat network fee per USDC payment
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -42,7 +45,17 @@ class Settings:
             tax_rate=env.get("STATESET_TAX_RATE") or "0",
             shipping_rate=env.get("STATESET_SHIPPING_RATE") or "0",
             free_shipping_over=env.get("STATESET_FREE_SHIPPING_OVER") or None,
+            processing_fee_bps=int(env.get("STATESET_PROCESSING_FEE_BPS") or "0"),
+            usdc_network_fee=env.get("STATESET_USDC_NETWORK_FEE") or "0.01",
         )
+
+    def fees(self) -> FeeSchedule:
+        if not 0 <= self.processing_fee_bps <= 10_000:
+            raise ValueError("STATESET_PROCESSING_FEE_BPS must be between 0 and 10000")
+        network = _amount("STATESET_USDC_NETWORK_FEE", self.usdc_network_fee)
+        if network.denominator != 1:
+            raise ValueError("STATESET_USDC_NETWORK_FEE has more than 6 decimals")
+        return FeeSchedule(processing_bps=self.processing_fee_bps, usdc_network_fee=int(network))
 
     def pricing(self) -> Pricing:
         return Pricing(

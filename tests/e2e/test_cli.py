@@ -30,7 +30,10 @@ def last_line(result: subprocess.CompletedProcess[str]) -> str:
 
 
 def test_migrate_is_idempotent(fresh_database: str) -> None:
-    assert "applied migrations [1]" in cli("migrate", database_url=fresh_database).stdout
+    from stateset_server.storage.migrate import load_migrations
+
+    versions = [m.version for m in load_migrations("sqlite")]
+    assert f"applied migrations {versions}" in cli("migrate", database_url=fresh_database).stdout
     assert "up to date" in cli("migrate", database_url=fresh_database).stdout
 
 

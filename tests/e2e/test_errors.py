@@ -124,10 +124,10 @@ def test_an_empty_body_is_a_400(ws: Workspace) -> None:
             "XYZ",
         ),
         (
-            {"payment": {"test_mode": "fail"}, "items": [{"sku": "A", "quantity": 1, "price": "1"}]},
+            {"fraud_check": {"enabled": True}, "items": [{"sku": "A", "quantity": 1, "price": "1"}]},
             "VALIDATION_ERROR",
-            "payment",
-            {"test_mode": "fail"},
+            "fraud_check",
+            {"enabled": True},
         ),
         (
             {"metadata": {"nested": {"a": 1}}, "items": [{"sku": "A", "quantity": 1, "price": "1"}]},

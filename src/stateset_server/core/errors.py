@@ -18,6 +18,7 @@ CATALOG: dict[str, tuple[int, str]] = {
     "INVALID_API_KEY": (401, "The API key is unknown, malformed or revoked."),
     "MISSING_API_KEY": (401, "No API key was provided in the Authorization header."),
     "INSUFFICIENT_PERMISSIONS": (403, "The API key does not have the scope this operation requires."),
+    "PAYMENT_FAILED": (402, "The payment was declined or could not be made; details.reason says why. Nothing moved."),
     "RESOURCE_NOT_FOUND": (404, "The resource does not exist, or belongs to another workspace or mode."),
     "ROUTE_NOT_FOUND": (404, "No endpoint exists at this path."),
     "METHOD_NOT_ALLOWED": (405, "The endpoint exists but does not accept this HTTP method."),

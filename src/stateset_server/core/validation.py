@@ -13,7 +13,7 @@ import msgspec
 
 from stateset_server.core.errors import ApiError
 
-__all__ = ["decode_body", "field_error"]
+__all__ = ["decode_body", "decode_optional_body", "field_error"]
 
 T = TypeVar("T")
 _MESSAGE = re.compile(r"^(?P<issue>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
@@ -131,3 +131,10 @@ def _well_formed(body: bytes) -> None:
         msgspec.json.decode(body)
     except msgspec.DecodeError as exc:
         raise _malformed(exc) from None
+
+
+def decode_optional_body(body: bytes, into: type[T]) -> T:
+    """Like decode_body, but an empty body means "no options" (as SDKs send for ship, release, …)."""
+    if not body.strip():
+        return into()
+    return decode_body(body, into)

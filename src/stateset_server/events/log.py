@@ -16,7 +16,7 @@ __all__ = ["EventOut", "append", "event_out", "get_event", "list_events", "objec
 
 _COLUMNS = (
     "seq, id, workspace_id, mode, type, object_type, object_id, data, previous_attributes,"
-    " request_id, api_key_id, created_at"
+    " request_id, api_key_id, created_at, object_status"
 )
 
 
@@ -31,11 +31,14 @@ async def append(
     created_at: int,
     request_id: str | None,
     previous_attributes: bytes | None = None,
+    object_status: str | None = None,
 ) -> str:
-    """Write one event; `data` is the object's JSON snapshot after the change."""
+    """Write one event; `data` is the object's JSON snapshot after the change, `object_status` its
+    status after the change (the timeline lists the events where it changed)."""
     event_id = new_id("evt")
     await tx.execute(
-        f"INSERT INTO events ({_COLUMNS.removeprefix('seq, ')}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        f"INSERT INTO events ({_COLUMNS.removeprefix('seq, ')})"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         event_id,
         principal.workspace_id,
         principal.mode,
@@ -47,6 +50,7 @@ async def append(
         request_id,
         principal.key_id,
         created_at,
+        object_status,
     )
     return event_id
 
@@ -100,7 +104,8 @@ async def get_event(tx: Tx, principal: Principal, event_id: str) -> Row | None:
 async def object_events(tx: Tx, principal: Principal, object_id: str) -> list[Row]:
     """One object's events in commit order (its timeline)."""
     return await tx.fetch(
-        "SELECT id, type, created_at FROM events WHERE object_id = $1 AND workspace_id = $2 AND mode = $3 ORDER BY seq",
+        "SELECT id, type, created_at, object_status FROM events"
+        " WHERE object_id = $1 AND workspace_id = $2 AND mode = $3 ORDER BY seq",
         object_id,
         principal.workspace_id,
         principal.mode,

@@ -17,10 +17,12 @@ from stateset_server.core.ids import new_id
 from stateset_server.core.money import MAX_AMOUNT_MICRO, normalize_currency, parse_amount
 from stateset_server.orders.model import LineItem, Order
 from stateset_server.orders.pricing import Pricing, price_order
-from stateset_server.orders.schemas import AddressIn, CreateOrderIn
+from stateset_server.orders.schemas import AddressIn, CreateOrderIn, PayIn, PaymentMethodIn
 from stateset_server.orders.status import OrderStatus
+from stateset_server.payments.addresses import InvalidAddress, normalize_wallet_address
+from stateset_server.payments.service import PaymentRequest
 
-__all__ = ["check_metadata", "new_order"]
+__all__ = ["check_metadata", "new_order", "payment_request"]
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 MAX_METADATA_KEYS = 50
@@ -65,7 +67,7 @@ def check_metadata(metadata: dict[str, Any] | None, field: str = "metadata") -> 
     return metadata
 
 
-def _address(address: AddressIn | str | None) -> dict[str, Any] | None:
+def address_dict(address: AddressIn | str | None) -> dict[str, Any] | None:
     if address is None:
         return None
     if isinstance(address, str):
@@ -145,14 +147,14 @@ def new_order(body: CreateOrderIn, *, workspace_id: str, mode: str, pricing: Pri
             "items", "the order total is too large", expected="a total of at most 1000000000000", received=None
         )
     customer_id, email = _customer(body)
-    shipping_address = _address(body.shipping_address)
+    shipping_address = address_dict(body.shipping_address)
     shipping_method = None
     if body.shipping is not None:
         if shipping_address is not None and body.shipping.address is not None:
             raise ApiError.field(
                 "shipping.address", "conflicts with shipping_address", expected="only one of them", received=None
             )
-        shipping_address = shipping_address or _address(body.shipping.address)
+        shipping_address = shipping_address or address_dict(body.shipping.address)
         shipping_method = body.shipping.method
     return Order(
         id=new_id("ord"),
@@ -170,10 +172,64 @@ def new_order(body: CreateOrderIn, *, workspace_id: str, mode: str, pricing: Pri
         total=totals.total,
         shipping_address=shipping_address,
         shipping_method=shipping_method,
-        billing_address=_address(body.billing_address),
+        billing_address=address_dict(body.billing_address),
         metadata=check_metadata(body.metadata),
         notes=body.notes,
         version=1,
         created_at=now,
         updated_at=now,
+    )
+
+
+def _one_of(field: str, first: Any, second: Any) -> Any:
+    if first is not None and second is not None and first != second:
+        raise ApiError.field(field, "given twice with different values", expected="one value", received=str(second))
+    return first if first is not None else second
+
+
+def payment_request(body: PayIn, currency: str, *, livemode: bool, prefix: str = "") -> PaymentRequest:
+    """A pay request from either spec shape; amounts in the order's currency, addresses checked."""
+    method_in = body.payment_method or PaymentMethodIn(type=body.method or "usdc")
+    method = _one_of(f"{prefix}method", (body.method or "").lower() or None, method_in.type.lower())
+    raw_amount = _one_of(f"{prefix}amount", body.amount, method_in.amount)
+    amount = None if raw_amount is None else parse_amount(raw_amount, currency, f"{prefix}amount")
+    if body.currency is not None and normalize_currency(body.currency, f"{prefix}currency") != currency:
+        raise ApiError.field(
+            f"{prefix}currency",
+            f"the order is in {currency}; currency conversion is not supported",
+            expected=currency,
+            received=body.currency,
+        )
+    if body.test_mode is not None and livemode:
+        raise ApiError.field(
+            f"{prefix}test_mode", "simulated outcomes exist only in test mode", expected="no test_mode", received="fail"
+        )
+    wallet = _one_of(f"{prefix}payment_method.wallet_address", method_in.wallet_address, body.wallet_address)
+    if wallet is not None:
+        if method != "usdc":
+            raise ApiError.field(
+                f"{prefix}payment_method.wallet_address",
+                "only USDC payments have a wallet",
+                expected="no wallet",
+                received=wallet,
+            )
+        try:
+            wallet = normalize_wallet_address(wallet)
+        except InvalidAddress as exc:
+            raise ApiError.field(
+                f"{prefix}payment_method.wallet_address",
+                str(exc),
+                expected="a stateset1… bech32 address or a 0x… EVM address (EIP-55 checksum when mixed-case)",
+                received=wallet,
+            ) from None
+    return PaymentRequest(
+        method=method,
+        amount=amount,
+        wallet_address=wallet,
+        card_number=method_in.number,
+        card_token=method_in.token,
+        card_brand=method_in.brand,
+        card_last4=method_in.last4,
+        simulate_failure=body.test_mode == "fail",
+        billing_address=address_dict(body.billing_address),
     )

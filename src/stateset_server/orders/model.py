@@ -7,6 +7,7 @@ from typing import Any
 import msgspec
 
 from stateset_server.orders.status import OrderStatus
+from stateset_server.payments.model import Payment
 
 __all__ = ["LineItem", "Order"]
 
@@ -43,3 +44,27 @@ class Order(msgspec.Struct, frozen=True):
     version: int
     created_at: int  # Unix microseconds
     updated_at: int
+    resume_status: OrderStatus | None = None  # for HELD/DISPUTED/RELEASED/RESOLVED: the status it stands for
+    status_reason: str | None = None  # why it was last held, cancelled, returned or disputed
+    amount_paid: int = 0
+    amount_refunded: int = 0
+    carrier: str | None = None
+    tracking_number: str | None = None
+    estimated_delivery: int | None = None
+    paid_at: int | None = None
+    fulfilled_at: int | None = None
+    shipped_at: int | None = None
+    delivered_at: int | None = None
+    cancelled_at: int | None = None
+    payments: list[Payment] = msgspec.field(default_factory=list)
+
+    @property
+    def amount_due(self) -> int:
+        """What is still to be paid; once fully paid, refunds never make money due again."""
+        if self.paid_at is not None:
+            return 0
+        return max(self.total - (self.amount_paid - self.amount_refunded), 0)
+
+    @property
+    def refundable(self) -> int:
+        return self.amount_paid - self.amount_refunded

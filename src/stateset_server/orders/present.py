@@ -5,27 +5,65 @@ from __future__ import annotations
 from stateset_server.core.clock import iso
 from stateset_server.core.money import format_amount
 from stateset_server.orders.model import Order
-from stateset_server.orders.schemas import CustomerRef, LineItemOut, OrderOut, TimelineEntry
-from stateset_server.orders.status import OrderStatus
+from stateset_server.orders.schemas import (
+    CardOut,
+    CustomerRef,
+    FeesOut,
+    LineItemOut,
+    OrderOut,
+    PaymentOut,
+    PaymentSummary,
+    ShippingDetails,
+    TimelineEntry,
+)
+from stateset_server.payments.model import Payment
 from stateset_server.storage import Row
 
-__all__ = ["STATUS_OF_EVENT", "order_out", "timeline"]
+__all__ = ["order_out", "payment_out", "timeline"]
 
-# Events that move an order to a status; other order events (e.g. order.updated) are not steps.
-STATUS_OF_EVENT = {
-    "order.created": OrderStatus.CREATED,
-    "order.paid": OrderStatus.PAID,
-    "order.fulfilled": OrderStatus.FULFILLED,
-    "order.shipped": OrderStatus.SHIPPED,
-    "order.delivered": OrderStatus.DELIVERED,
-    "order.held": OrderStatus.HELD,
-    "order.released": OrderStatus.RELEASED,
-    "order.cancelled": OrderStatus.CANCELLED,
-    "order.returned": OrderStatus.RETURNED,
-    "order.refunded": OrderStatus.REFUNDED,
-    "order.disputed": OrderStatus.DISPUTED,
-    "order.resolved": OrderStatus.RESOLVED,
-}
+
+def _when(micros: int | None) -> str | None:
+    return None if micros is None else iso(micros)
+
+
+def payment_out(payment: Payment) -> PaymentOut:
+    money = payment.currency
+    return PaymentOut(
+        id=payment.id,
+        order_id=payment.order_id,
+        status=payment.status,
+        method=payment.method,
+        amount=format_amount(payment.amount, money),
+        amount_refunded=format_amount(payment.amount_refunded, money),
+        currency=money,
+        fees=FeesOut(format_amount(payment.network_fee, money), format_amount(payment.processing_fee, money)),
+        wallet_address=payment.wallet_address,
+        card=CardOut(payment.card_brand, payment.card_last4) if payment.method == "card" else None,
+        transaction_hash=payment.transaction_hash,
+        paid_at=iso(payment.created_at),
+    )
+
+
+def _summary(order: Order) -> PaymentSummary | None:
+    if not order.payments:
+        return None
+    latest = order.payments[-1]
+    if order.amount_refunded and order.amount_refunded >= order.amount_paid:
+        status = "REFUNDED"
+    elif order.amount_refunded:
+        status = "PARTIALLY_REFUNDED"
+    elif order.amount_paid >= order.total:
+        status = "PAID"
+    else:
+        status = "PARTIALLY_PAID"
+    return PaymentSummary(
+        id=latest.id,
+        status=status,
+        amount=format_amount(order.amount_paid, order.currency),
+        method=latest.method.upper(),
+        paid_at=iso(order.paid_at if order.paid_at is not None else latest.created_at),
+        transaction_hash=latest.transaction_hash,
+    )
 
 
 def order_out(order: Order, base_url: str) -> OrderOut:
@@ -70,12 +108,32 @@ def order_out(order: Order, base_url: str) -> OrderOut:
         payment_url=f"{base_url}/pay/{order.id}",
         created_at=iso(order.created_at),
         updated_at=iso(order.updated_at),
+        amount_paid=format_amount(order.amount_paid, money),
+        amount_refunded=format_amount(order.amount_refunded, money),
+        amount_due=format_amount(order.amount_due, money),
+        payment=_summary(order),
+        payments=[payment_out(p) for p in order.payments],
+        shipping_details=ShippingDetails(
+            method=order.shipping_method,
+            carrier=order.carrier,
+            tracking_number=order.tracking_number,
+            estimated_delivery=_when(order.estimated_delivery),
+            shipped_at=_when(order.shipped_at),
+            delivered_at=_when(order.delivered_at),
+        ),
+        status_reason=order.status_reason,
+        resume_status=order.resume_status.value if order.resume_status else None,
+        paid_at=_when(order.paid_at),
+        fulfilled_at=_when(order.fulfilled_at),
+        cancelled_at=_when(order.cancelled_at),
     )
 
 
 def timeline(events: list[Row]) -> list[TimelineEntry]:
-    return [
-        TimelineEntry(STATUS_OF_EVENT[row["type"]].value, iso(row["created_at"]), row["type"], row["id"])
-        for row in events
-        if row["type"] in STATUS_OF_EVENT
-    ]
+    """One step per status the order entered, from its events in commit order."""
+    steps: list[TimelineEntry] = []
+    for row in events:
+        status = row["object_status"]
+        if status is not None and (not steps or steps[-1].status != status):
+            steps.append(TimelineEntry(status, iso(row["created_at"]), row["type"], row["id"]))
+    return steps

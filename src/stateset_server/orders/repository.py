@@ -6,16 +6,27 @@ import msgspec
 
 from stateset_server.orders.model import LineItem, Order
 from stateset_server.orders.status import OrderStatus
+from stateset_server.payments.model import Payment
+from stateset_server.payments.repository import order_payments
 from stateset_server.storage import Row, Tx
 
-__all__ = ["get_order", "insert_order", "next_order_number"]
+__all__ = ["get_order", "insert_order", "next_order_number", "update_order"]
 
 _encode = msgspec.json.encode
 _ORDER_COLUMNS = (
     "id, workspace_id, mode, order_number, status, currency, customer_id, customer_email, subtotal, tax,"
     " shipping, total, shipping_address, shipping_method, billing_address, metadata, notes, version,"
-    " created_at, updated_at"
+    " created_at, updated_at, resume_status, status_reason, amount_paid, amount_refunded, carrier,"
+    " tracking_number, estimated_delivery, paid_at, fulfilled_at, shipped_at, delivered_at, cancelled_at"
 )
+# What a lifecycle change may rewrite; everything else about an order is fixed at creation.
+_MUTABLE = (
+    "status", "shipping_address", "shipping_method", "billing_address", "metadata", "notes", "version",
+    "updated_at", "resume_status", "status_reason", "amount_paid", "amount_refunded", "carrier",
+    "tracking_number", "estimated_delivery", "paid_at", "fulfilled_at", "shipped_at", "delivered_at",
+    "cancelled_at",
+)  # fmt: skip
+_JSON_FIELDS = {"shipping_address", "billing_address", "metadata"}
 _ITEM_COLUMNS = "id, order_id, position, sku, description, quantity, unit_price, total, metadata"
 
 
@@ -37,8 +48,7 @@ async def next_order_number(tx: Tx, workspace_id: str, mode: str) -> int:
 
 async def insert_order(tx: Tx, order: Order) -> None:
     await tx.execute(
-        f"INSERT INTO orders ({_ORDER_COLUMNS}) VALUES"
-        " ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
+        f"INSERT INTO orders ({_ORDER_COLUMNS}) VALUES ({', '.join(f'${n}' for n in range(1, 33))})",
         order.id,
         order.workspace_id,
         order.mode,
@@ -59,6 +69,18 @@ async def insert_order(tx: Tx, order: Order) -> None:
         order.version,
         order.created_at,
         order.updated_at,
+        order.resume_status.value if order.resume_status else None,
+        order.status_reason,
+        order.amount_paid,
+        order.amount_refunded,
+        order.carrier,
+        order.tracking_number,
+        order.estimated_delivery,
+        order.paid_at,
+        order.fulfilled_at,
+        order.shipped_at,
+        order.delivered_at,
+        order.cancelled_at,
     )
     await tx.executemany(
         f"INSERT INTO order_items ({_ITEM_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -83,7 +105,7 @@ def _loads(text: str | None) -> dict | None:
     return None if text is None else msgspec.json.decode(text)
 
 
-def _order(row: Row, items: list[Row]) -> Order:
+def _order(row: Row, items: list[Row], payments: list[Payment]) -> Order:
     return Order(
         id=row["id"],
         workspace_id=row["workspace_id"],
@@ -117,6 +139,19 @@ def _order(row: Row, items: list[Row]) -> Order:
         version=row["version"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        resume_status=OrderStatus(row["resume_status"]) if row["resume_status"] else None,
+        status_reason=row["status_reason"],
+        amount_paid=row["amount_paid"],
+        amount_refunded=row["amount_refunded"],
+        carrier=row["carrier"],
+        tracking_number=row["tracking_number"],
+        estimated_delivery=row["estimated_delivery"],
+        paid_at=row["paid_at"],
+        fulfilled_at=row["fulfilled_at"],
+        shipped_at=row["shipped_at"],
+        delivered_at=row["delivered_at"],
+        cancelled_at=row["cancelled_at"],
+        payments=payments,
     )
 
 
@@ -132,4 +167,36 @@ async def get_order(tx: Tx, workspace_id: str, mode: str, order_id: str, *, for_
     if row is None:
         return None
     items = await tx.fetch(f"SELECT {_ITEM_COLUMNS} FROM order_items WHERE order_id = $1 ORDER BY position", order_id)
-    return _order(row, items)
+    return _order(row, items, await order_payments(tx, order_id))
+
+
+def _column_value(order: Order, name: str) -> object:
+    value = getattr(order, name)
+    if name in _JSON_FIELDS:
+        return _json(value)
+    if isinstance(value, OrderStatus):
+        return value.value
+    return value
+
+
+async def update_order(tx: Tx, before: Order, after: Order) -> None:
+    """Write the changed columns of `after`, which must be `before` plus one change (version + 1).
+
+    The version check makes a lost update impossible even without a row lock.
+    """
+    assert after.version == before.version + 1
+    changed = [name for name in _MUTABLE if getattr(before, name) != getattr(after, name)]
+    assignments = ", ".join(f"{name} = ${n}" for n, name in enumerate(changed, start=4))
+    row = await tx.fetchrow(
+        f"UPDATE orders SET {assignments} WHERE id = $1 AND workspace_id = $2 AND version = $3 RETURNING id",
+        before.id,
+        before.workspace_id,
+        before.version,
+        *(_column_value(after, name) for name in changed),
+    )
+    if row is None:
+        raise ConcurrentUpdate(before.id)
+
+
+class ConcurrentUpdate(Exception):
+    """Another transaction changed the order first; the caller's transaction must be rolled back."""

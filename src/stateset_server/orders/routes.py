@@ -1,17 +1,39 @@
-"""`POST /v1/orders` and `GET /v1/orders/{id}`."""
+"""Order endpoints: create (and create-and-pay), retrieve, edit, and one POST per lifecycle command."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from stateset_server.core.errors import ApiError
 from stateset_server.core.http import ApiRoute, base_url, json_response, read_body
-from stateset_server.core.validation import decode_body
-from stateset_server.orders import service
-from stateset_server.orders.schemas import CreateOrderIn, OrderOut
+from stateset_server.core.money import format_amount, parse_amount
+from stateset_server.core.validation import decode_body, decode_optional_body
+from stateset_server.orders import lifecycle, service
+from stateset_server.orders.intake import address_dict, payment_request
+from stateset_server.orders.lifecycle import Decide, Outcome
+from stateset_server.orders.present import payment_out
+from stateset_server.orders.schemas import (
+    CreateOrderIn,
+    DeliverIn,
+    FulfillIn,
+    OrderOut,
+    PayIn,
+    ReasonIn,
+    RefundIn,
+    ShipIn,
+    UpdateOrderIn,
+)
+from stateset_server.orders.status import parse_status
 from stateset_server.workspaces.keys import Principal
 
 __all__ = ["ROUTES"]
+
+B = TypeVar("B")
+_ORDER_ERRORS = ("RESOURCE_NOT_FOUND", "RESOURCE_CONFLICT", "VALIDATION_ERROR", "INVALID_FIELD_FORMAT")
 
 
 async def create_order(request: Request, principal: Principal | None) -> Response:
@@ -22,6 +44,7 @@ async def create_order(request: Request, principal: Principal | None) -> Respons
         principal,
         body,
         pricing=request.app.state.pricing,
+        fees=request.app.state.fees,
         base_url=base_url(request),
         request_id=request.scope.get("request_id"),
     )
@@ -36,27 +59,209 @@ async def retrieve_order(request: Request, principal: Principal | None) -> Respo
     return json_response(order)
 
 
+async def _run(request: Request, principal: Principal, decide: Decide) -> tuple[OrderOut, Outcome]:
+    return await lifecycle.run(
+        request.app.state.db,
+        principal,
+        request.path_params["order_id"],
+        decide,
+        base_url=base_url(request),
+        request_id=request.scope.get("request_id"),
+    )
+
+
+def command(body_type: type[B], make: Callable[[Principal, B], Decide]) -> Callable[..., Any]:
+    """An endpoint that runs one lifecycle command and answers with the order. The body is optional."""
+
+    async def endpoint(request: Request, principal: Principal | None) -> Response:
+        assert principal is not None
+        body = decode_optional_body(await read_body(request), body_type)
+        order, _outcome = await _run(request, principal, make(principal, body))
+        return json_response(order)
+
+    return endpoint
+
+
+async def pay_order(request: Request, principal: Principal | None) -> Response:
+    """The Orders API's pay response (payment_id, transaction_hash, fees…) with the whole order."""
+    assert principal is not None
+    body = decode_optional_body(await read_body(request), PayIn)
+    order_id = request.path_params["order_id"]
+    currency = await service.order_currency(request.app.state.db, principal, order_id)
+    pay_request = payment_request(body, currency, livemode=principal.livemode)
+    raw = body.amount if body.amount is not None else (body.payment_method.amount if body.payment_method else None)
+    decide = lifecycle.pay(principal, pay_request, request.app.state.fees, received=None if raw is None else str(raw))
+    order, outcome = await _run(request, principal, decide)
+    payment = payment_out(outcome.payment) if outcome.payment else None
+    return json_response(
+        {
+            "object": "payment",
+            "payment_id": payment.id if payment else None,
+            "order_id": order.id,
+            "status": order.status,
+            "amount": payment.amount if payment else format_amount(0, currency),
+            "currency": currency,
+            "method": payment.method if payment else None,
+            "transaction_hash": payment.transaction_hash if payment else None,
+            "paid_at": payment.paid_at if payment else order.updated_at,
+            "fees": payment.fees if payment else {"network_fee": "0.00", "processing_fee": "0.00"},
+            "amount_paid": order.amount_paid,
+            "amount_due": order.amount_due,
+            "payment": payment,
+            "order": order,
+        }
+    )
+
+
+async def refund_order(request: Request, principal: Principal | None) -> Response:
+    """The refund (or refunds, when it spans several payments) with the whole order."""
+    assert principal is not None
+    body = decode_optional_body(await read_body(request), RefundIn)
+    order_id = request.path_params["order_id"]
+    currency = await service.order_currency(request.app.state.db, principal, order_id)
+    amount = None if body.amount is None else parse_amount(body.amount, currency, "amount")
+    decide = lifecycle.refund(
+        principal, amount, body.reason, received=None if body.amount is None else str(body.amount)
+    )
+    order, outcome = await _run(request, principal, decide)
+    refunds = [
+        {
+            "id": r.id,
+            "object": "refund",
+            "payment_id": r.payment_id,
+            "amount": format_amount(r.amount, currency),
+            "transaction_hash": r.transaction_hash,
+        }
+        for r in outcome.refunds
+    ]
+    return json_response(
+        {
+            "id": outcome.refunds[0].id,
+            "object": "refund",
+            "order_id": order.id,
+            "status": "succeeded",
+            "amount": format_amount(sum(r.amount for r in outcome.refunds), currency),
+            "currency": currency,
+            "reason": body.reason,
+            "refunds": refunds,
+            "order": order,
+        }
+    )
+
+
+async def update_order(request: Request, principal: Principal | None) -> Response:
+    assert principal is not None
+    body = decode_body(await read_body(request), UpdateOrderIn)
+    status = None
+    if body.status is not None:
+        status = parse_status(body.status)
+        if status is None:
+            raise ApiError.field(
+                "status", "unknown status", expected="an order status, e.g. shipped", received=body.status
+            )
+    addresses: dict[str, Any] = {}
+    for name in ("shipping_address", "billing_address"):
+        if getattr(body, name) is not None:
+            addresses[name] = address_dict(getattr(body, name))
+    if body.shipping_method is not None:
+        addresses["shipping_method"] = body.shipping_method
+    decide = lifecycle.update(
+        principal, metadata=body.metadata, addresses=addresses, notes=body.notes, status=status, reason=body.reason
+    )
+    order, _outcome = await _run(request, principal, decide)
+    return json_response(order)
+
+
+def _action(name: str, endpoint: Callable[..., Any], body: type, summary: str, scope: str = "orders:write") -> ApiRoute:
+    return ApiRoute(
+        "POST",
+        f"/v1/orders/{{order_id}}/{name}",
+        endpoint,
+        scope=scope,
+        summary=summary,
+        tag="Order lifecycle",
+        request_body=body,
+        response=OrderOut,
+        errors=_ORDER_ERRORS,
+    )
+
+
+fulfill_order = command(FulfillIn, lambda _p, b: lifecycle.fulfill(b.tracking_number, b.carrier))
+ship_order = command(
+    ShipIn, lambda _p, b: lifecycle.ship(b.tracking_number, b.carrier, b.shipped_at, b.estimated_delivery)
+)
+deliver_order = command(DeliverIn, lambda _p, b: lifecycle.deliver(b.delivered_at))
+hold_order = command(ReasonIn, lambda _p, b: lifecycle.hold(b.reason))
+release_order = command(ReasonIn, lambda _p, b: lifecycle.release(b.reason))
+cancel_order = command(ReasonIn, lambda p, b: lifecycle.cancel(p, b.reason))
+return_order = command(ReasonIn, lambda _p, b: lifecycle.return_order(b.reason))
+dispute_order = command(ReasonIn, lambda _p, b: lifecycle.dispute(b.reason))
+resolve_order = command(ReasonIn, lambda _p, b: lifecycle.resolve(b.reason))
+for _endpoint, _name in [
+    (fulfill_order, "fulfill_order"),
+    (ship_order, "ship_order"),
+    (deliver_order, "deliver_order"),
+    (hold_order, "hold_order"),
+    (release_order, "release_order"),
+    (cancel_order, "cancel_order"),
+    (return_order, "return_order"),
+    (dispute_order, "dispute_order"),
+    (resolve_order, "resolve_order"),
+]:
+    _endpoint.__name__ = _name  # the OpenAPI operationId
+
 ROUTES = [
     ApiRoute(
         "POST",
         "/v1/orders",
         create_order,
         scope="orders:write",
-        summary="Create an order",
+        summary="Create an order (with `payment`: create and pay in one transaction)",
         tag="Orders",
         request_body=CreateOrderIn,
         response=OrderOut,
         status=201,
-        errors=("VALIDATION_ERROR", "MISSING_REQUIRED_FIELD", "INVALID_FIELD_FORMAT", "PAYLOAD_TOO_LARGE"),
+        errors=(
+            "VALIDATION_ERROR",
+            "MISSING_REQUIRED_FIELD",
+            "INVALID_FIELD_FORMAT",
+            "PAYLOAD_TOO_LARGE",
+            "PAYMENT_FAILED",
+        ),
     ),
     ApiRoute(
         "GET",
         "/v1/orders/{order_id}",
         retrieve_order,
         scope="orders:read",
-        summary="Retrieve an order with its timeline",
+        summary="Retrieve an order with its payment, shipping details and timeline",
         tag="Orders",
         response=OrderOut,
         errors=("RESOURCE_NOT_FOUND",),
     ),
+    *(
+        ApiRoute(
+            method,
+            "/v1/orders/{order_id}",
+            update_order,
+            scope="orders:write",
+            summary="Edit metadata, notes and (before shipping) addresses; optionally change status",
+            tag="Orders",
+            request_body=UpdateOrderIn,
+            response=OrderOut,
+            errors=_ORDER_ERRORS,
+        )
+        for method in ("PUT", "PATCH")
+    ),
+    _action("pay", pay_order, PayIn, "Pay an order (USDC or card; partial payments add up)", scope="orders:pay"),
+    _action("fulfill", fulfill_order, FulfillIn, "PAID → FULFILLED (events order.fulfilled, order.processing)"),
+    _action("ship", ship_order, ShipIn, "FULFILLED → SHIPPED with carrier and tracking number"),
+    _action("deliver", deliver_order, DeliverIn, "SHIPPED → DELIVERED"),
+    _action("hold", hold_order, ReasonIn, "CREATED or PAID → HELD"),
+    _action("release", release_order, ReasonIn, "HELD → RELEASED (continues as the status it was held from)"),
+    _action("cancel", cancel_order, ReasonIn, "→ CANCELLED; money received is refunded in the same transaction"),
+    _action("return", return_order, ReasonIn, "SHIPPED or DELIVERED → RETURNED"),
+    _action("refund", refund_order, RefundIn, "Refund all or part of what was paid; in full → REFUNDED"),
+    _action("dispute", dispute_order, ReasonIn, "PAID, FULFILLED, SHIPPED or DELIVERED → DISPUTED"),
+    _action("resolve", resolve_order, ReasonIn, "DISPUTED → RESOLVED (the merchant keeps the money)"),
 ]

@@ -10,6 +10,7 @@ SDK examples; a JSON number is read exactly, never as a float); the customer as 
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -20,11 +21,20 @@ __all__ = [
     "AddressIn",
     "CreateOrderIn",
     "CustomerIn",
+    "DeliverIn",
+    "FulfillIn",
     "ItemIn",
     "LineItemOut",
     "OrderOut",
+    "PayIn",
+    "PaymentMethodIn",
+    "PaymentOut",
+    "ReasonIn",
+    "RefundIn",
+    "ShipIn",
     "ShippingIn",
     "TimelineEntry",
+    "UpdateOrderIn",
 ]
 
 Text = Annotated[str, Meta(max_length=500)]
@@ -71,6 +81,77 @@ class ItemIn(msgspec.Struct, forbid_unknown_fields=True):
     metadata: Metadata | None = None
 
 
+Moment = Annotated[datetime, Meta(tz=True, description="ISO 8601 with a time zone, e.g. 2024-06-26T09:00:00Z")]
+Reason = Annotated[str, Meta(max_length=500)]
+
+
+class PaymentMethodIn(msgspec.Struct, forbid_unknown_fields=True):
+    """`{type: usdc, wallet_address, amount}` or a card: a test card `number` (sandbox) or a `token`."""
+
+    type: Annotated[str, Meta(pattern=r"^(?i:usdc|card)$")] = "usdc"
+    wallet_address: Annotated[str, Meta(max_length=128)] | None = None
+    amount: Amount | None = None
+    number: Annotated[str, Meta(max_length=32)] | None = None
+    exp_month: Annotated[int, Meta(ge=1, le=12)] | None = None
+    exp_year: Annotated[int, Meta(ge=2000, le=2100)] | None = None
+    cvc: Annotated[str, Meta(pattern=r"^[0-9]{3,4}$")] | None = None
+    token: Annotated[str, Meta(min_length=1, max_length=128)] | None = None
+    last4: Annotated[str, Meta(pattern=r"^[0-9]{4}$")] | None = None
+    brand: Annotated[str, Meta(max_length=32)] | None = None
+
+
+class PayIn(msgspec.Struct, forbid_unknown_fields=True):
+    """Both spec shapes: `payment_method: {type, wallet_address, amount}` (Pay Order) and
+    `{method: "usdc", amount}` (createAndPay, the SDK's pay). `test_mode: "fail"` simulates a decline."""
+
+    payment_method: PaymentMethodIn | None = None
+    method: Annotated[str, Meta(pattern=r"^(?i:usdc|card)$")] | None = None
+    amount: Amount | None = None
+    currency: Annotated[str, Meta(min_length=3, max_length=5)] | None = None
+    wallet_address: Annotated[str, Meta(max_length=128)] | None = None
+    billing_address: AddressIn | None = None
+    test_mode: Annotated[str, Meta(pattern=r"^fail$")] | None = None
+
+
+class FulfillIn(msgspec.Struct, forbid_unknown_fields=True):
+    tracking_number: Annotated[str, Meta(max_length=128)] | None = None
+    carrier: Annotated[str, Meta(max_length=64)] | None = None
+    items: list[Any] | None = None  # the SDK sends the order's items; every item is fulfilled
+
+
+class ShipIn(msgspec.Struct, forbid_unknown_fields=True):
+    tracking_number: Annotated[str, Meta(max_length=128)] | None = None
+    carrier: Annotated[str, Meta(max_length=64)] | None = None
+    shipped_at: Moment | None = None
+    estimated_delivery: Moment | None = None
+
+
+class DeliverIn(msgspec.Struct, forbid_unknown_fields=True):
+    delivered_at: Moment | None = None
+
+
+class ReasonIn(msgspec.Struct, forbid_unknown_fields=True):
+    reason: Reason | None = None
+
+
+class RefundIn(msgspec.Struct, forbid_unknown_fields=True):
+    amount: Amount | None = None  # default: everything still refundable
+    reason: Reason | None = None
+
+
+class UpdateOrderIn(msgspec.Struct, forbid_unknown_fields=True):
+    """PUT and PATCH: only these fields. Metadata merges (a null or empty value removes the key);
+    addresses change only before shipping; `status` moves the order through the state machine."""
+
+    metadata: Metadata | None = None
+    shipping_address: AddressIn | None = None
+    billing_address: AddressIn | None = None
+    shipping_method: Annotated[str, Meta(max_length=64)] | None = None
+    notes: Annotated[str, Meta(max_length=5000)] | None = None
+    status: Annotated[str, Meta(max_length=32)] | None = None
+    reason: Reason | None = None
+
+
 class CreateOrderIn(msgspec.Struct, forbid_unknown_fields=True):
     items: Annotated[list[ItemIn], Meta(min_length=1, max_length=1000)]
     customer_id: Annotated[str, Meta(min_length=1, max_length=128)] | None = None
@@ -82,6 +163,7 @@ class CreateOrderIn(msgspec.Struct, forbid_unknown_fields=True):
     shipping: ShippingIn | None = None
     metadata: Metadata | None = None
     notes: Annotated[str, Meta(max_length=5000)] | None = None
+    payment: PayIn | None = None  # createAndPay: pay in the same transaction, all or nothing
 
 
 class LineItemOut(msgspec.Struct):
@@ -99,6 +181,52 @@ class LineItemOut(msgspec.Struct):
 class CustomerRef(msgspec.Struct):
     id: str | None
     email: str | None
+
+
+class FeesOut(msgspec.Struct):
+    network_fee: str
+    processing_fee: str
+
+
+class CardOut(msgspec.Struct):
+    brand: str | None
+    last4: str | None
+
+
+class PaymentOut(msgspec.Struct):
+    id: str
+    order_id: str
+    status: str
+    method: str
+    amount: str
+    amount_refunded: str
+    currency: str
+    fees: FeesOut
+    wallet_address: str | None
+    card: CardOut | None
+    transaction_hash: str | None
+    paid_at: str
+    object: str = "payment"
+
+
+class PaymentSummary(msgspec.Struct):
+    """The Orders API's `payment` block: what has been paid, by the latest method."""
+
+    id: str
+    status: str  # PAID, PARTIALLY_PAID, PARTIALLY_REFUNDED or REFUNDED
+    amount: str
+    method: str  # USDC or CARD
+    paid_at: str
+    transaction_hash: str | None
+
+
+class ShippingDetails(msgspec.Struct):
+    method: str | None
+    carrier: str | None
+    tracking_number: str | None
+    estimated_delivery: str | None
+    shipped_at: str | None
+    delivered_at: str | None
 
 
 class TimelineEntry(msgspec.Struct):
@@ -132,5 +260,16 @@ class OrderOut(msgspec.Struct):
     payment_url: str
     created_at: str
     updated_at: str
+    amount_paid: str
+    amount_refunded: str
+    amount_due: str
+    payment: PaymentSummary | None
+    payments: list[PaymentOut]
+    shipping_details: ShippingDetails
+    status_reason: str | None
+    resume_status: str | None  # HELD/DISPUTED/RELEASED/RESOLVED orders: the status they stand for
+    paid_at: str | None
+    fulfilled_at: str | None
+    cancelled_at: str | None
     object: str = "order"
     timeline: list[TimelineEntry] | msgspec.UnsetType = msgspec.UNSET  # on GET and create, not in events

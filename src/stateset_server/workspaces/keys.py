@@ -6,6 +6,7 @@ randomness, so a fast hash cannot be brute-forced, and lookup stays one indexed 
 Kinds, as in the API reference: secret keys (`sk_`) may do everything in their workspace and mode;
 restricted keys (`rk_`) only what their scopes list (`orders:write` implies `orders:read`);
 publishable keys (`pk_`) only the public, client-side operations in `PUBLISHABLE_SCOPES`.
+`orders:write` also grants `orders:pay`.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ __all__ = [
 KINDS = {"secret": "sk", "restricted": "rk", "publishable": "pk"}
 MODES = ("test", "live")
 # Resources a restricted key can be granted `:read` or `:write` on.
-RESOURCES = ("orders", "events")
+RESOURCES = ("orders", "events", "payments")
 # Client-side operations a publishable key may perform (paying an order from a checkout page).
 PUBLISHABLE_SCOPES = frozenset({"orders:pay"})
 
@@ -88,5 +89,6 @@ class Principal:
             return scope in PUBLISHABLE_SCOPES
         if scope in self.scopes:
             return True
+        # `resource:write` grants every other action on the resource (read, pay).
         resource, _, access = scope.partition(":")
-        return access == "read" and f"{resource}:write" in self.scopes
+        return access != "write" and f"{resource}:write" in self.scopes

@@ -1,0 +1,375 @@
+"""Order commands after creation: every status change, payment, refund and edit.
+
+Each command is a small `decide(tx, order, now) -> Outcome` function; `run` gives them all the same
+spine: lock and load the order, decide, write the new order (version-checked), and append one event
+per outcome type with the new snapshot and the attributes that changed — all in one transaction.
+Only `orders.machine.transition` decides a status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from stateset_server.core.clock import now_us
+from stateset_server.core.errors import ApiError
+from stateset_server.core.money import format_amount
+from stateset_server.events import log
+from stateset_server.orders import repository
+from stateset_server.orders.intake import check_metadata
+from stateset_server.orders.machine import IllegalTransition, Position, allowed_next, transition
+from stateset_server.orders.model import Order
+from stateset_server.orders.present import order_out, timeline
+from stateset_server.orders.schemas import OrderOut
+from stateset_server.orders.status import OrderStatus as S
+from stateset_server.payments import service as payments
+from stateset_server.payments.fees import FeeSchedule
+from stateset_server.payments.model import Payment, Refund
+from stateset_server.payments.repository import order_payments
+from stateset_server.storage import Database, Tx
+from stateset_server.workspaces.keys import Principal
+
+__all__ = ["Outcome", "apply", "conflict", "move", "pay", "refund", "run", "update"]
+
+_encode = msgspec.json.encode
+_UNTRACKED = {"updated_at", "timeline"}
+
+
+@dataclass
+class Outcome:
+    order: Order
+    events: list[str]
+    payment: Payment | None = None
+    refunds: list[Refund] = field(default_factory=list)
+
+
+Decide = Callable[[Tx, Order, int], Awaitable[Outcome]]
+
+
+def conflict(error: IllegalTransition, order_id: str) -> ApiError:
+    return ApiError(
+        "RESOURCE_CONFLICT",
+        f"Order {order_id} is {error.current} and cannot become {error.requested}.",
+        {
+            "current_status": error.current.value,
+            "requested_status": error.requested.value,
+            "allowed_statuses": [s.value for s in error.allowed],
+        },
+    )
+
+
+def _position(order: Order) -> Position:
+    return Position(order.status, order.resume_status)
+
+
+def _micros(moment: datetime | None, default: int) -> int:
+    return default if moment is None else int(moment.timestamp() * 1_000_000)
+
+
+def move(order: Order, target: S, **changes: Any) -> Order:
+    """The order in `target` status (IllegalTransition if the table forbids it), with `changes`."""
+    position = transition(_position(order), target)
+    return msgspec.structs.replace(order, status=position.status, resume_status=position.resume_status, **changes)
+
+
+def _previous(before: OrderOut, after: OrderOut) -> dict[str, Any]:
+    old, new = msgspec.to_builtins(before), msgspec.to_builtins(after)
+    return {key: value for key, value in old.items() if key not in _UNTRACKED and new.get(key) != value}
+
+
+async def apply(
+    tx: Tx,
+    principal: Principal,
+    before: Order,
+    decide: Decide,
+    *,
+    now: int,
+    base_url: str,
+    request_id: str | None,
+) -> tuple[OrderOut, Outcome]:
+    """Decide, write the new order and its events; the caller owns the transaction."""
+    try:
+        outcome = await decide(tx, before, now)
+    except IllegalTransition as error:
+        raise conflict(error, before.id) from None
+    after = msgspec.structs.replace(outcome.order, version=before.version + 1, updated_at=now)
+    if outcome.payment is not None:
+        after = msgspec.structs.replace(after, payments=[*after.payments, outcome.payment])
+    if outcome.refunds:
+        after = msgspec.structs.replace(after, payments=await order_payments(tx, before.id))
+    await repository.update_order(tx, before, after)
+    shown_before, shown = order_out(before, base_url), order_out(after, base_url)
+    data, previous = _encode(shown), _encode(_previous(shown_before, shown))
+    for event_type in outcome.events:
+        await log.append(
+            tx,
+            principal=principal,
+            type=event_type,
+            object_type="order",
+            object_id=before.id,
+            data=data,
+            previous_attributes=previous,
+            created_at=now,
+            request_id=request_id,
+            object_status=after.status.value,
+        )
+    shown.timeline = timeline(await log.object_events(tx, principal, before.id))
+    return shown, outcome
+
+
+async def run(
+    db: Database,
+    principal: Principal,
+    order_id: str,
+    decide: Decide,
+    *,
+    base_url: str,
+    request_id: str | None,
+) -> tuple[OrderOut, Outcome]:
+    """One command on one order, in one transaction (the order row locked on PostgreSQL)."""
+
+    async def write(tx: Tx) -> tuple[OrderOut, Outcome]:
+        before = await repository.get_order(tx, principal.workspace_id, principal.mode, order_id, for_update=True)
+        if before is None:
+            raise ApiError.not_found("order", order_id)
+        return await apply(tx, principal, before, decide, now=now_us(), base_url=base_url, request_id=request_id)
+
+    return await db.write(write)
+
+
+# --- commands -------------------------------------------------------------------------------------
+
+
+def simple(target: S, event_types: list[str], **stamp: str) -> Callable[..., Decide]:
+    """A status change that needs nothing but the table (hold, release, return, dispute, resolve)."""
+
+    def command(reason: str | None = None) -> Decide:
+        async def decide(_tx: Tx, order: Order, now: int) -> Outcome:
+            changes: dict[str, Any] = {name: now for name in stamp.values()}
+            if reason is not None or target in (S.HELD, S.DISPUTED, S.RETURNED):
+                changes["status_reason"] = reason
+            return Outcome(move(order, target, **changes), list(event_types))
+
+        return decide
+
+    return command
+
+
+hold = simple(S.HELD, ["order.held"])
+release = simple(S.RELEASED, ["order.released"])
+return_order = simple(S.RETURNED, ["order.returned"])
+dispute = simple(S.DISPUTED, ["order.disputed"])
+resolve = simple(S.RESOLVED, ["order.resolved"])
+
+
+def fulfill(tracking_number: str | None = None, carrier: str | None = None) -> Decide:
+    async def decide(_tx: Tx, order: Order, now: int) -> Outcome:
+        changes: dict[str, Any] = {"fulfilled_at": now}
+        if tracking_number is not None:
+            changes["tracking_number"] = tracking_number
+        if carrier is not None:
+            changes["carrier"] = carrier
+        # The API reference calls this step "processing": both event names are sent.
+        return Outcome(move(order, S.FULFILLED, **changes), ["order.fulfilled", "order.processing"])
+
+    return decide
+
+
+def ship(
+    tracking_number: str | None = None,
+    carrier: str | None = None,
+    shipped_at: datetime | None = None,
+    estimated_delivery: datetime | None = None,
+) -> Decide:
+    async def decide(_tx: Tx, order: Order, now: int) -> Outcome:
+        changes: dict[str, Any] = {"shipped_at": _micros(shipped_at, now)}
+        if tracking_number is not None:
+            changes["tracking_number"] = tracking_number
+        if carrier is not None:
+            changes["carrier"] = carrier
+        if estimated_delivery is not None:
+            changes["estimated_delivery"] = _micros(estimated_delivery, now)
+        return Outcome(move(order, S.SHIPPED, **changes), ["order.shipped"])
+
+    return decide
+
+
+def deliver(delivered_at: datetime | None = None) -> Decide:
+    async def decide(_tx: Tx, order: Order, now: int) -> Outcome:
+        return Outcome(move(order, S.DELIVERED, delivered_at=_micros(delivered_at, now)), ["order.delivered"])
+
+    return decide
+
+
+def _amount_error(field: str, issue: str, limit: int, currency: str, received: str | None) -> ApiError:
+    return ApiError.field(field, issue, expected=f"at most {format_amount(limit, currency)}", received=received)
+
+
+def pay(
+    principal: Principal, request: payments.PaymentRequest, schedule: FeeSchedule, *, received: str | None = None
+) -> Decide:
+    async def decide(tx: Tx, order: Order, now: int) -> Outcome:
+        if S.PAID not in allowed_next(_position(order)):
+            raise IllegalTransition(_position(order), S.PAID)
+        due = order.amount_due
+        amount = due if request.amount is None else request.amount
+        if amount > due:
+            raise _amount_error("amount", "exceeds the amount due", due, order.currency, received)
+        if amount == 0 and due > 0:
+            raise ApiError.field("amount", "must be positive", expected="an amount above zero", received=received)
+        payment = None
+        if amount > 0:
+            payment = await payments.charge(
+                tx,
+                principal,
+                order_id=order.id,
+                currency=order.currency,
+                amount=amount,
+                request=request,
+                schedule=schedule,
+                now=now,
+            )
+        paid = order.amount_paid + amount
+        if amount < due:
+            return Outcome(msgspec.structs.replace(order, amount_paid=paid), ["order.updated"], payment)
+        return Outcome(move(order, S.PAID, amount_paid=paid, paid_at=now), ["order.paid"], payment)
+
+    return decide
+
+
+async def _refund_across_payments(
+    tx: Tx, principal: Principal, order: Order, amount: int, reason: str | None, now: int
+) -> list[Refund]:
+    """Newest payment first, as card processors and wallets expect."""
+    refunds, left = [], amount
+    for payment in reversed(order.payments):
+        if left == 0:
+            break
+        part = min(left, payment.refundable)
+        if part > 0:
+            refunds.append(await payments.refund(tx, principal, payment=payment, amount=part, reason=reason, now=now))
+            left -= part
+    return refunds
+
+
+def refund(principal: Principal, amount: int | None, reason: str | None, *, received: str | None = None) -> Decide:
+    async def decide(tx: Tx, order: Order, now: int) -> Outcome:
+        if order.status in (S.CANCELLED, S.REFUNDED) or order.refundable == 0:
+            raise ApiError(
+                "RESOURCE_CONFLICT",
+                f"Order {order.id} has nothing left to refund.",
+                {
+                    "current_status": order.status.value,
+                    "amount_paid": format_amount(order.amount_paid, order.currency),
+                    "amount_refunded": format_amount(order.amount_refunded, order.currency),
+                },
+            )
+        value = order.refundable if amount is None else amount
+        if value == 0 or value > order.refundable:
+            raise _amount_error(
+                "amount",
+                "must be above zero and at most what is refundable",
+                order.refundable,
+                order.currency,
+                received,
+            )
+        refunded = order.amount_refunded + value
+        if value == order.refundable and order.paid_at is not None:
+            # Refunding everything ends a paid order: the table says from where (PAID, RETURNED, DISPUTED).
+            updated = move(order, S.REFUNDED, amount_refunded=refunded)
+        else:
+            updated = msgspec.structs.replace(order, amount_refunded=refunded)
+        refunds = await _refund_across_payments(tx, principal, order, value, reason, now)
+        return Outcome(updated, ["order.refunded"], refunds=refunds)
+
+    return decide
+
+
+def cancel(principal: Principal, reason: str | None) -> Decide:
+    """Cancel; money already received goes back in the same transaction."""
+
+    async def decide(tx: Tx, order: Order, now: int) -> Outcome:
+        cancelled = move(order, S.CANCELLED, cancelled_at=now, status_reason=reason)
+        if order.refundable == 0:
+            return Outcome(cancelled, ["order.cancelled"])
+        refunds = await _refund_across_payments(
+            tx, principal, order, order.refundable, reason or "order cancelled", now
+        )
+        cancelled = msgspec.structs.replace(cancelled, amount_refunded=order.amount_paid)
+        return Outcome(cancelled, ["order.refunded", "order.cancelled"], refunds=refunds)
+
+    return decide
+
+
+# Status changes a PUT/PATCH may ask for, and the command each one is.
+_BY_STATUS: dict[S, Callable[[Principal, str | None], Decide]] = {
+    S.FULFILLED: lambda _p, _r: fulfill(),
+    S.SHIPPED: lambda _p, _r: ship(),
+    S.DELIVERED: lambda _p, _r: deliver(),
+    S.HELD: lambda _p, r: hold(r),
+    S.RELEASED: lambda _p, r: release(r),
+    S.CANCELLED: cancel,
+    S.RETURNED: lambda _p, r: return_order(r),
+    S.DISPUTED: lambda _p, r: dispute(r),
+    S.RESOLVED: lambda _p, r: resolve(r),
+}
+
+
+def command_for_status(principal: Principal, target: S, reason: str | None) -> Decide:
+    if target not in _BY_STATUS:
+        endpoint = {S.PAID: "pay", S.REFUNDED: "refund"}.get(target)
+        raise ApiError.field(
+            "status",
+            f"{target.value} is reached through POST /v1/orders/{{id}}/{endpoint}"
+            if endpoint
+            else f"an order cannot be set to {target.value}",
+            expected="one of " + ", ".join(s.value for s in _BY_STATUS),
+            received=target.value,
+        )
+    return _BY_STATUS[target](principal, reason)
+
+
+def update(
+    principal: Principal,
+    *,
+    metadata: dict[str, Any] | None,
+    addresses: dict[str, Any],
+    notes: str | None,
+    status: S | None,
+    reason: str | None,
+) -> Decide:
+    """Edit metadata (merged; null or "" removes a key), notes and — before shipping — addresses,
+    then apply a requested status change. One transaction, `order.updated` first."""
+
+    async def decide(tx: Tx, order: Order, now: int) -> Outcome:
+        changes: dict[str, Any] = {}
+        if metadata is not None:
+            merged = dict(order.metadata)
+            for key, value in metadata.items():
+                if value is None or value == "":
+                    merged.pop(key, None)
+                else:
+                    merged[key] = value
+            changes["metadata"] = check_metadata(merged)
+        if addresses:
+            if order.shipped_at is not None or order.status in (S.CANCELLED, S.REFUNDED):
+                raise ApiError(
+                    "RESOURCE_CONFLICT",
+                    f"Addresses of order {order.id} can no longer change: it is {order.status.value}.",
+                    {"current_status": order.status.value, "fields": sorted(addresses)},
+                )
+            changes.update(addresses)
+        if notes is not None:
+            changes["notes"] = notes
+        edited = msgspec.structs.replace(order, **changes)
+        events = ["order.updated"] if changes else []
+        if status is None:
+            return Outcome(edited, events)
+        following = await command_for_status(principal, status, reason)(tx, edited, now)
+        return Outcome(following.order, events + following.events, following.payment, following.refunds)
+
+    return decide

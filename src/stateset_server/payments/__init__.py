@@ -1,0 +1,1 @@
+"""Payments: USDC ledger, test cards, refunds."""

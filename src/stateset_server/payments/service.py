@@ -1,0 +1,191 @@
+"""Charging and refunding, inside the caller's transaction: an order's payment and its status change
+commit together or not at all.
+
+USDC moves on the double-entry ledger: payer wallet → merchant (net) and fee account. In test mode a
+payment without a wallet comes from the sandbox wallet, which the faucet funds with exactly the
+amount first (like a test card that always succeeds). Refunds reverse the payment proportionally,
+fees included (fees are waived on refunds), back to the wallet that paid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from stateset_server.core.errors import ApiError
+from stateset_server.core.ids import new_id
+from stateset_server.core.money import format_amount
+from stateset_server.payments import ledger, repository
+from stateset_server.payments.cards import CardDeclined, authorize_card
+from stateset_server.payments.fees import FeeSchedule, fees_for
+from stateset_server.payments.model import Payment, Refund
+from stateset_server.storage import Tx
+from stateset_server.workspaces.keys import Principal
+
+__all__ = ["SANDBOX_WALLET", "PaymentRequest", "charge", "fund_wallet", "payment_failed", "refund"]
+
+SANDBOX_WALLET = "sandbox"
+
+
+@dataclass(frozen=True)
+class PaymentRequest:
+    method: str  # "usdc" | "card"
+    amount: int | None  # None: whatever is due
+    wallet_address: str | None = None  # normalized
+    card_number: str | None = None
+    card_token: str | None = None
+    card_brand: str | None = None
+    card_last4: str | None = None
+    simulate_failure: bool = False  # payment: {test_mode: "fail"}
+    billing_address: dict[str, Any] | None = None
+
+
+def payment_failed(reason: str, message: str, **details: Any) -> ApiError:
+    return ApiError("PAYMENT_FAILED", message, {"reason": reason, **details})
+
+
+async def _post_usdc(
+    tx: Tx, principal: Principal, *, kind: str, reference: str, moves: list[tuple[str, str, int]], now: int
+) -> str:
+    """moves: (account kind, address, signed amount); zero moves are left out."""
+    entries = []
+    for account_kind, address, amount in moves:
+        if amount == 0:
+            continue
+        account = await ledger.account_id(tx, principal, account_kind, address, now)
+        entries.append(ledger.Entry(account, amount, account_kind == "wallet", address))
+    return await ledger.post(tx, principal, kind=kind, reference=reference, entries=entries, now=now)
+
+
+async def fund_wallet(tx: Tx, principal: Principal, address: str, amount: int, now: int) -> str:
+    """Sandbox faucet: mint test USDC into a wallet (test mode only; callers check)."""
+    return await _post_usdc(
+        tx,
+        principal,
+        kind="faucet",
+        reference=address,
+        moves=[("faucet", "faucet", -amount), ("wallet", address, amount)],
+        now=now,
+    )
+
+
+async def charge(
+    tx: Tx,
+    principal: Principal,
+    *,
+    order_id: str,
+    currency: str,
+    amount: int,
+    request: PaymentRequest,
+    schedule: FeeSchedule,
+    now: int,
+) -> Payment:
+    if request.simulate_failure:
+        raise payment_failed("test_mode_fail", "The payment failed (simulated by test_mode: fail).")
+    payment_id = new_id("pay")
+    fees = fees_for(request.method, amount, schedule)
+    wallet = card_brand = card_last4 = card_token = transaction_hash = None
+    if request.method == "usdc":
+        if currency != "USDC":
+            raise ApiError.field(
+                "payment_method.type",
+                f"USDC payments settle USDC orders; this order is in {currency}",
+                expected="a card payment, or an order in USDC",
+                received="usdc",
+            )
+        wallet = request.wallet_address
+        payer = wallet
+        if payer is None:
+            if principal.livemode:
+                raise ApiError.field(
+                    "payment_method.wallet_address",
+                    "live USDC payments name the paying wallet",
+                    expected="a stateset1… or 0x… address",
+                    code="MISSING_REQUIRED_FIELD",
+                )
+            payer = SANDBOX_WALLET
+            await fund_wallet(tx, principal, payer, amount, now)
+        try:
+            transaction_hash = await _post_usdc(
+                tx,
+                principal,
+                kind="payment",
+                reference=payment_id,
+                moves=[
+                    ("wallet", payer, -amount),
+                    ("merchant", "merchant", amount - fees.total),
+                    ("fees", "fees", fees.total),
+                ],
+                now=now,
+            )
+        except ledger.InsufficientFunds as short:
+            raise payment_failed(
+                "insufficient_funds",
+                f"Wallet {short.address} holds {format_amount(short.available, 'USDC')} USDC;"
+                f" {format_amount(short.needed, 'USDC')} is needed.",
+                wallet_address=short.address,
+                available=format_amount(short.available, "USDC"),
+                required=format_amount(short.needed, "USDC"),
+            ) from None
+    else:
+        try:
+            card = authorize_card(
+                livemode=principal.livemode,
+                number=request.card_number,
+                token=request.card_token,
+                brand=request.card_brand,
+                last4=request.card_last4,
+            )
+        except CardDeclined as declined:
+            raise payment_failed(declined.code, declined.message, decline_code=declined.code) from None
+        card_brand, card_last4, card_token = card.brand, card.last4, card.token
+    payment = Payment(
+        id=payment_id,
+        order_id=order_id,
+        method=request.method,
+        status="succeeded",
+        amount=amount,
+        amount_refunded=0,
+        currency=currency,
+        network_fee=fees.network,
+        processing_fee=fees.processing,
+        wallet_address=wallet,
+        card_brand=card_brand,
+        card_last4=card_last4,
+        card_token=card_token,
+        transaction_hash=transaction_hash,
+        created_at=now,
+    )
+    await repository.insert_payment(tx, principal, payment, request.billing_address)
+    return payment
+
+
+async def refund(
+    tx: Tx, principal: Principal, *, payment: Payment, amount: int, reason: str | None, now: int
+) -> Refund:
+    """Return `amount` of one payment to where it came from."""
+    assert 0 < amount <= payment.refundable
+    refund_id = new_id("re")
+    transaction_hash = None
+    if payment.method == "usdc":
+        # Computed on the cumulative refund so that refunding everything, in any number of parts,
+        # returns exactly all the fees.
+        fees = payment.network_fee + payment.processing_fee
+        done = payment.amount_refunded
+        fees_back = fees * (done + amount) // payment.amount - fees * done // payment.amount
+        transaction_hash = await _post_usdc(
+            tx,
+            principal,
+            kind="refund",
+            reference=refund_id,
+            moves=[
+                ("merchant", "merchant", -(amount - fees_back)),
+                ("fees", "fees", -fees_back),
+                ("wallet", payment.wallet_address or SANDBOX_WALLET, amount),
+            ],
+            now=now,
+        )
+    result = Refund(refund_id, payment.order_id, payment.id, amount, reason, transaction_hash, now)
+    await repository.insert_refund(tx, principal, result)
+    await repository.add_refunded(tx, payment.id, amount)
+    return result
