@@ -12,7 +12,7 @@ from stateset_server.core.errors import ApiError
 from stateset_server.core.http import ApiRoute, base_url, json_response, read_body
 from stateset_server.core.money import format_amount, parse_amount
 from stateset_server.core.validation import decode_body, decode_optional_body
-from stateset_server.orders import lifecycle, service
+from stateset_server.orders import bulk, lifecycle, service
 from stateset_server.orders.intake import address_dict, payment_request
 from stateset_server.orders.lifecycle import Decide, Outcome
 from stateset_server.orders.present import payment_out
@@ -149,6 +149,36 @@ async def refund_order(request: Request, principal: Principal | None) -> Respons
     )
 
 
+async def create_orders_in_bulk(request: Request, principal: Principal | None) -> Response:
+    assert principal is not None
+    orders = await bulk.create_bulk(
+        request.app.state.db,
+        principal,
+        bulk.split_batch(await read_body(request), "orders"),
+        pricing=request.app.state.pricing,
+        fees=request.app.state.fees,
+        base_url=base_url(request),
+        request_id=request.scope.get("request_id"),
+    )
+    return json_response({"object": "list", "count": len(orders), "data": orders}, 201)
+
+
+async def pay_orders_in_bulk(request: Request, principal: Principal | None) -> Response:
+    assert principal is not None
+    results = await bulk.pay_bulk(
+        request.app.state.db,
+        principal,
+        bulk.split_batch(await read_body(request), "payments"),
+        fees=request.app.state.fees,
+        base_url=base_url(request),
+        request_id=request.scope.get("request_id"),
+    )
+    succeeded = sum(1 for r in results if r["status"] == "succeeded")
+    return json_response(
+        {"object": "list", "succeeded": succeeded, "failed": len(results) - succeeded, "data": results}
+    )
+
+
 async def update_order(request: Request, principal: Principal | None) -> Response:
     assert principal is not None
     body = decode_body(await read_body(request), UpdateOrderIn)
@@ -228,6 +258,25 @@ ROUTES = [
             "PAYLOAD_TOO_LARGE",
             "PAYMENT_FAILED",
         ),
+    ),
+    ApiRoute(
+        "POST",
+        "/v1/orders/bulk",
+        create_orders_in_bulk,
+        scope="orders:write",
+        summary="Create up to 1,000 orders atomically (a JSON array, or {orders: [...]})",
+        tag="Orders",
+        status=201,
+        errors=("VALIDATION_ERROR", "INVALID_FIELD_FORMAT", "PAYMENT_FAILED", "PAYLOAD_TOO_LARGE"),
+    ),
+    ApiRoute(
+        "POST",
+        "/v1/orders/pay_bulk",
+        pay_orders_in_bulk,
+        scope="orders:pay",
+        summary="Pay many orders, each independently; every result is reported (array or {payments: [...]})",
+        tag="Orders",
+        errors=("VALIDATION_ERROR", "INVALID_FIELD_FORMAT"),
     ),
     ApiRoute(
         "GET",

@@ -10,6 +10,7 @@ from stateset_server.core.errors import ApiError
 from stateset_server.events import log
 from stateset_server.orders import lifecycle, repository
 from stateset_server.orders.intake import new_order, payment_request
+from stateset_server.orders.model import Order
 from stateset_server.orders.present import order_out, timeline
 from stateset_server.orders.pricing import Pricing
 from stateset_server.orders.schemas import CreateOrderIn, OrderOut, TimelineEntry
@@ -17,7 +18,7 @@ from stateset_server.payments.fees import FeeSchedule
 from stateset_server.storage import Database, Tx
 from stateset_server.workspaces.keys import Principal
 
-__all__ = ["create_order", "get_order", "order_currency"]
+__all__ = ["PlannedOrder", "create_order", "get_order", "insert_planned", "order_currency", "plan_order"]
 
 _encode = msgspec.json.encode
 
@@ -33,39 +34,57 @@ async def create_order(
     request_id: str | None,
 ) -> OrderOut:
     """Create an order; with a `payment` block, pay it in the same transaction (all or nothing)."""
+    plan = plan_order(body, principal, pricing=pricing, fees=fees)
+
+    async def write(tx: Tx) -> OrderOut:
+        return await insert_planned(tx, principal, plan, base_url=base_url, request_id=request_id)
+
+    return await db.write(write)
+
+
+class PlannedOrder(msgspec.Struct, frozen=True):
+    """A validated, priced order (and its payment, for createAndPay) ready to be written."""
+
+    draft: Order
+    pay: lifecycle.Decide | None
+
+
+def plan_order(body: CreateOrderIn, principal: Principal, *, pricing: Pricing, fees: FeeSchedule) -> PlannedOrder:
+    """All the checks that need no database: a bad request fails here, before any transaction."""
     now = now_us()
     draft = new_order(body, workspace_id=principal.workspace_id, mode=principal.mode, pricing=pricing, now=now)
     pay = None
     if body.payment is not None:
         request = payment_request(body.payment, draft.currency, livemode=principal.livemode, prefix="payment.")
         pay = lifecycle.pay(principal, request, fees, received=_shown(body.payment.amount))
+    return PlannedOrder(draft, pay)
 
-    async def write(tx: Tx) -> tuple[OrderOut, str]:
-        number = await repository.next_order_number(tx, principal.workspace_id, principal.mode)
-        order = msgspec.structs.replace(draft, order_number=number)
-        shown = order_out(order, base_url)
-        await repository.insert_order(tx, order)
-        event_id = await log.append(
-            tx,
-            principal=principal,
-            type="order.created",
-            object_type="order",
-            object_id=order.id,
-            data=_encode(shown),
-            created_at=now,
-            request_id=request_id,
-            object_status=order.status.value,
+
+async def insert_planned(
+    tx: Tx, principal: Principal, plan: PlannedOrder, *, base_url: str, request_id: str | None
+) -> OrderOut:
+    """Number, store and announce one order (and pay it) inside the caller's transaction."""
+    number = await repository.next_order_number(tx, principal.workspace_id, principal.mode)
+    order = msgspec.structs.replace(plan.draft, order_number=number)
+    shown = order_out(order, base_url)
+    await repository.insert_order(tx, order)
+    event_id = await log.append(
+        tx,
+        principal=principal,
+        type="order.created",
+        object_type="order",
+        object_id=order.id,
+        data=_encode(shown),
+        created_at=order.created_at,
+        request_id=request_id,
+        object_status=order.status.value,
+    )
+    if plan.pay is not None:
+        paid, _outcome = await lifecycle.apply(
+            tx, principal, order, plan.pay, now=order.created_at, base_url=base_url, request_id=request_id
         )
-        if pay is not None:
-            paid, _outcome = await lifecycle.apply(
-                tx, principal, order, pay, now=now, base_url=base_url, request_id=request_id
-            )
-            return paid, event_id
-        return shown, event_id
-
-    shown, event_id = await db.write(write)
-    if shown.timeline is msgspec.UNSET:
-        shown.timeline = [TimelineEntry("CREATED", shown.created_at, "order.created", event_id)]
+        return paid
+    shown.timeline = [TimelineEntry("CREATED", shown.created_at, "order.created", event_id)]
     return shown
 
 
