@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,6 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
 from stateset_server.core.http import ApiRoute, RequestIdMiddleware, http_exception_handler
+from stateset_server.core.idempotency import IdempotentDatabase, purge_expired
 from stateset_server.docs.openapi import build_openapi
 from stateset_server.docs.routes import docs_routes
 from stateset_server.events.routes import ROUTES as EVENT_ROUTES
@@ -33,8 +35,10 @@ def create_app(settings: Settings) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        db = await open_database(settings.database_url)
+        db = IdempotentDatabase(await open_database(settings.database_url))
         app.state.db = db
+        app.state.inflight = set()
+        purger = asyncio.create_task(_purge_idempotency_keys(db))
         app.state.authenticate = partial(authenticate, db)
         app.state.pricing = pricing
         app.state.fees = fees
@@ -42,6 +46,7 @@ def create_app(settings: Settings) -> Starlette:
         try:
             yield
         finally:
+            purger.cancel()
             await db.close()
 
     routes = [route.starlette_route() for route in API_ROUTES] + docs_routes(build_openapi(API_ROUTES))
@@ -51,6 +56,15 @@ def create_app(settings: Settings) -> Starlette:
         exception_handlers={HTTPException: http_exception_handler},
         lifespan=lifespan,
     )
+
+
+async def _purge_idempotency_keys(db: IdempotentDatabase) -> None:
+    while True:
+        try:
+            await purge_expired(db)
+        except Exception:  # the next round tries again; serving requests matters more
+            logging.getLogger("stateset_server").exception("purging expired idempotency keys failed")
+        await asyncio.sleep(600)
 
 
 def app_from_environment() -> Starlette:

@@ -199,7 +199,8 @@ def test_a_failed_create_writes_nothing(ws: Workspace) -> None:
 
 
 @pytest.mark.parametrize(
-    "params", [{"limit": "0"}, {"limit": "101"}, {"limit": "x"}, {"cursor": "!!"}, {"type": "bad type"}]
+    "params",
+    [{"limit": "0"}, {"limit": "101"}, {"limit": "x"}, {"cursor": "!!"}, {"colour": "red"}, {"offset": "10001"}],
 )
 def test_bad_list_parameters_are_a_400(ws: Workspace, params: dict) -> None:
     error = error_of(ws.client().get("/v1/events", params=params), 400, "VALIDATION_ERROR")

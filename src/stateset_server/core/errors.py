@@ -24,6 +24,11 @@ CATALOG: dict[str, tuple[int, str]] = {
     "METHOD_NOT_ALLOWED": (405, "The endpoint exists but does not accept this HTTP method."),
     "RESOURCE_ALREADY_EXISTS": (409, "A resource with the same identifier already exists."),
     "RESOURCE_CONFLICT": (409, "The operation conflicts with the resource's current state."),
+    "IDEMPOTENCY_KEY_REUSED": (422, "The Idempotency-Key was already used with a different request body or path."),
+    "IDEMPOTENCY_IN_PROGRESS": (
+        409,
+        "A request with the same Idempotency-Key is still being processed; retry shortly.",
+    ),
     "PAYLOAD_TOO_LARGE": (413, "The request body is larger than the 10 MB limit."),
     "UNSUPPORTED_MEDIA_TYPE": (415, "The request body's content type is not supported."),
     "RATE_LIMITED": (429, "Too many requests; retry after the number of seconds given."),

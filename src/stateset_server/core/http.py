@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from starlette.exceptions import HTTPException
@@ -21,9 +22,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from stateset_server.core import idempotency
 from stateset_server.core.clock import iso, now_us
 from stateset_server.core.errors import ApiError
+from stateset_server.core.forms import FormError, form_to_json
 from stateset_server.core.ids import new_id
+from stateset_server.core.validation import decode_body, decode_optional_body
 from stateset_server.storage.database import StorageUnavailable
 from stateset_server.workspaces.keys import Principal
 
@@ -36,13 +40,17 @@ __all__ = [
     "http_exception_handler",
     "json_response",
     "read_body",
+    "read_json",
+    "rendered",
 ]
 
 log = logging.getLogger("stateset_server")
+_WRITES = {"POST", "PUT", "PATCH", "DELETE"}
 MAX_BODY_BYTES = 10 * 1024 * 1024
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _encoder = msgspec.json.Encoder()
 
+T = TypeVar("T")
 Handler = Callable[[Request, Principal | None], Awaitable[Response]]
 
 
@@ -67,6 +75,7 @@ class RequestIdMiddleware:
         if request_id is None:
             request_id = new_id("req")
         scope["request_id"] = request_id
+        scope["started"] = time.perf_counter()
         header = (b"x-request-id", request_id.encode())
 
         async def send_with_id(message: Message) -> None:
@@ -75,6 +84,12 @@ class RequestIdMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_id)
+
+
+def rendered(render: Callable[[Any], tuple[int, Any]], result: Any) -> Response:
+    """The response for a write result, built by the same renderer the idempotency layer stores."""
+    status, content = render(result)
+    return json_response(content, status)
 
 
 def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -121,7 +136,25 @@ async def http_exception_handler(request: Request, exc: Exception) -> Response:
 
 
 async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
-    """The whole body, refusing (413) as soon as it is known to exceed `limit` — without buffering it."""
+    """The whole body as JSON bytes, refusing (413) as soon as it is known to exceed `limit` — without
+    buffering it. Form-encoded bodies (bracket notation for nesting) are rewritten to JSON and marked
+    for lax decoding; a JSON document sent with the form content type (`curl -d @order.json`) is JSON.
+    """
+    cached = request.scope.get("body_json")
+    if cached is not None:
+        return cached
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if (
+        media
+        and media != "application/x-www-form-urlencoded"
+        and media != "text/plain"
+        and not (media == "application/json" or media.endswith("+json"))
+    ):
+        raise ApiError(
+            "UNSUPPORTED_MEDIA_TYPE",
+            f"Request bodies are JSON or form-encoded, not {media}.",
+            {"content_type": media, "supported": ["application/json", "application/x-www-form-urlencoded"]},
+        )
     too_large = ApiError("PAYLOAD_TOO_LARGE", f"Request bodies are limited to {limit} bytes.", {"max_bytes": limit})
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -132,7 +165,25 @@ async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
         if size > limit:
             raise too_large
         chunks.append(chunk)
-    return b"".join(chunks)
+    body = b"".join(chunks)
+    if media == "application/x-www-form-urlencoded" and body.lstrip()[:1] not in (b"{", b"["):
+        try:
+            body = form_to_json(body)
+        except FormError as exc:
+            raise ApiError(
+                "VALIDATION_ERROR",
+                f"The form body cannot be read: {exc.issue}",
+                {
+                    "field": exc.field,
+                    "issue": exc.issue,
+                    "expected": "key=value pairs, nesting as a[b][0]=…",
+                    "received": None,
+                },
+                status=400,
+            ) from None
+        request.scope["lax_body"] = True
+    request.scope["body_json"] = body
+    return body
 
 
 @dataclass(frozen=True)
@@ -155,6 +206,7 @@ class ApiRoute:
         return Route(self.path, self._endpoint, methods=[self.method], name=f"{self.method} {self.path}")
 
     async def _endpoint(self, request: Request) -> Response:
+        token = inflight = None
         try:
             principal = None
             if self.scope is not None:
@@ -165,7 +217,37 @@ class ApiRoute:
                         f"This API key cannot perform this operation; it needs the '{self.scope}' scope.",
                         {"required_scope": self.scope, "key_type": principal.kind},
                     )
+            key = request.headers.get("idempotency-key")
+            if key is not None and principal is not None and self.method in _WRITES:
+                idempotency.check_key(key)
+                inflight = (principal.workspace_id, principal.mode, key)
+                running: set[tuple[str, str, str]] = request.app.state.inflight
+                if inflight in running:
+                    inflight = None
+                    raise ApiError(
+                        "IDEMPOTENCY_IN_PROGRESS",
+                        "A request with this Idempotency-Key is still being processed; retry shortly.",
+                        {"idempotency_key": key},
+                    )
+                running.add(inflight)
+                token = idempotency.enter(
+                    idempotency.Scope(
+                        principal=principal,
+                        key=key,
+                        method=self.method,
+                        path=request.url.path,
+                        body=lambda: request.scope.get("body_json", b""),
+                        error_body=lambda error: error_response(request, error).body,
+                    )
+                )
             return await self.handler(request, principal)
+        except idempotency.Replay as replay:
+            return Response(
+                replay.body,
+                status_code=replay.status,
+                media_type="application/json",
+                headers={"Idempotent-Replayed": "true"},
+            )
         except ApiError as error:
             return error_response(request, error)
         except StorageUnavailable as exc:
@@ -179,3 +261,17 @@ class ApiRoute:
             return error_response(
                 request, ApiError("INTERNAL_ERROR", "An unexpected error occurred. It has been logged.")
             )
+        finally:
+            if token is not None:
+                idempotency.leave(token)
+            if inflight is not None:
+                request.app.state.inflight.discard(inflight)
+
+
+async def read_json(request: Request, into: type[T], *, optional: bool = False) -> T:
+    """The request body decoded into `into`: JSON strictly, form bodies in lax mode (text → field type)."""
+    body = await read_body(request)
+    strict = not request.scope.get("lax_body", False)
+    if optional:
+        return decode_optional_body(body, into, strict=strict)
+    return decode_body(body, into, strict=strict)

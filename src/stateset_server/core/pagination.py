@@ -8,29 +8,17 @@ from __future__ import annotations
 
 import base64
 import binascii
+import time
 from typing import Any
 
 import msgspec
 
 from stateset_server.core.errors import ApiError
 
-__all__ = ["decode_cursor", "encode_cursor", "list_envelope", "parse_limit"]
+__all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "decode_cursor", "encode_cursor", "list_envelope"]
 
 DEFAULT_LIMIT = 10
 MAX_LIMIT = 100
-
-
-def parse_limit(raw: str | None) -> int:
-    if raw is None or raw == "":
-        return DEFAULT_LIMIT
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-        raise ApiError(
-            "VALIDATION_ERROR",
-            f"limit must be an integer from 1 to {MAX_LIMIT}",
-            {"field": "limit", "issue": "out of range", "expected": f"1..{MAX_LIMIT}", "received": raw},
-            status=400,
-        )
-    return int(raw)
 
 
 def encode_cursor(position: dict[str, Any]) -> str:
@@ -53,12 +41,14 @@ def decode_cursor(raw: str, shape: dict[str, type], field: str = "cursor") -> di
     return decoded
 
 
-def list_envelope(
-    data: list[Any], *, has_more: bool, next_cursor: str | None, request_id: str | None
-) -> dict[str, Any]:
+def list_envelope(request: Any, data: list[Any], pagination: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """The API reference's list shape: `{data, pagination, meta: {request_id, response_time_ms}}`."""
+    started = request.scope.get("started")
+    elapsed = round((time.perf_counter() - started) * 1000, 2) if started is not None else None
     return {
         "object": "list",
         "data": data,
-        "pagination": {"has_more": has_more, "next_cursor": next_cursor},
-        "meta": {"request_id": request_id},
+        "pagination": pagination,
+        "meta": {"request_id": request.scope.get("request_id"), "response_time_ms": elapsed},
+        **extra,
     }

@@ -74,7 +74,7 @@ def field_error(exc: msgspec.ValidationError, body: bytes) -> ApiError:
     )
 
 
-def decode_body(body: bytes, into: type[T]) -> T:
+def decode_body(body: bytes, into: type[T], *, strict: bool = True) -> T:
     if not body.strip():
         raise ApiError(
             "VALIDATION_ERROR",
@@ -83,7 +83,7 @@ def decode_body(body: bytes, into: type[T]) -> T:
             status=400,
         )
     try:
-        decoded = msgspec.json.decode(body, type=into)
+        decoded = msgspec.json.decode(body, type=into, strict=strict)
     except RecursionError:
         raise ApiError(
             "VALIDATION_ERROR",
@@ -133,8 +133,6 @@ def _well_formed(body: bytes) -> None:
         raise _malformed(exc) from None
 
 
-def decode_optional_body(body: bytes, into: type[T]) -> T:
+def decode_optional_body(body: bytes, into: type[T], *, strict: bool = True) -> T:
     """Like decode_body, but an empty body means "no options" (as SDKs send for ship, release, …)."""
-    if not body.strip():
-        return into()
-    return decode_body(body, into)
+    return decode_body(body if body.strip() else b"{}", into, strict=strict)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 
 from stateset_server import API_VERSION
@@ -12,9 +10,9 @@ from stateset_server.core.ids import new_id
 from stateset_server.storage import Row, Tx
 from stateset_server.workspaces.keys import Principal
 
-__all__ = ["EventOut", "append", "event_out", "get_event", "list_events", "object_events"]
+__all__ = ["COLUMNS", "EventOut", "append", "event_out", "get_event", "object_events"]
 
-_COLUMNS = (
+COLUMNS = (
     "seq, id, workspace_id, mode, type, object_type, object_id, data, previous_attributes,"
     " request_id, api_key_id, created_at, object_status"
 )
@@ -37,7 +35,7 @@ async def append(
     status after the change (the timeline lists the events where it changed)."""
     event_id = new_id("evt")
     await tx.execute(
-        f"INSERT INTO events ({_COLUMNS.removeprefix('seq, ')})"
+        f"INSERT INTO events ({COLUMNS.removeprefix('seq, ')})"
         " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         event_id,
         principal.workspace_id,
@@ -94,7 +92,7 @@ def event_out(row: Row) -> EventOut:
 
 async def get_event(tx: Tx, principal: Principal, event_id: str) -> Row | None:
     return await tx.fetchrow(
-        f"SELECT {_COLUMNS} FROM events WHERE id = $1 AND workspace_id = $2 AND mode = $3",
+        f"SELECT {COLUMNS} FROM events WHERE id = $1 AND workspace_id = $2 AND mode = $3",
         event_id,
         principal.workspace_id,
         principal.mode,
@@ -109,36 +107,4 @@ async def object_events(tx: Tx, principal: Principal, object_id: str) -> list[Ro
         object_id,
         principal.workspace_id,
         principal.mode,
-    )
-
-
-async def list_events(
-    tx: Tx,
-    principal: Principal,
-    *,
-    limit: int,
-    before_seq: int | None,
-    type_exact: str | None,
-    type_prefix: str | None,
-    object_id: str | None,
-) -> list[Row]:
-    """Newest first; `limit + 1` rows are fetched by callers to learn whether more exist."""
-    clauses = ["workspace_id = $1", "mode = $2"]
-    args: list[Any] = [principal.workspace_id, principal.mode]
-    if before_seq is not None:
-        args.append(before_seq)
-        clauses.append(f"seq < ${len(args)}")
-    if type_exact is not None:
-        args.append(type_exact)
-        clauses.append(f"type = ${len(args)}")
-    if type_prefix is not None:
-        # Range instead of LIKE: index-friendly and no wildcard characters to escape.
-        args.extend([type_prefix, type_prefix + "\uffff"])
-        clauses.append(f"type >= ${len(args) - 1} AND type < ${len(args)}")
-    if object_id is not None:
-        args.append(object_id)
-        clauses.append(f"object_id = ${len(args)}")
-    args.append(limit)
-    return await tx.fetch(
-        f"SELECT {_COLUMNS} FROM events WHERE {' AND '.join(clauses)} ORDER BY seq DESC LIMIT ${len(args)}", *args
     )

@@ -72,6 +72,7 @@ async def create_bulk(
     principal: Principal,
     raw_items: list[bytes],
     *,
+    strict: bool,
     pricing: Pricing,
     fees: FeeSchedule,
     base_url: str,
@@ -80,7 +81,8 @@ async def create_bulk(
     plans, errors = [], []
     for index, raw in enumerate(raw_items):
         try:
-            plans.append(service.plan_order(decode_body(raw, CreateOrderIn), principal, pricing=pricing, fees=fees))
+            order = decode_body(raw, CreateOrderIn, strict=strict)
+            plans.append(service.plan_order(order, principal, pricing=pricing, fees=fees))
         except ApiError as error:
             errors.append(_item_error(index, error))
     if errors:
@@ -118,38 +120,63 @@ async def pay_bulk(
     principal: Principal,
     raw_items: list[bytes],
     *,
+    strict: bool,
     fees: FeeSchedule,
     base_url: str,
     request_id: str | None,
 ) -> list[dict[str, Any]]:
-    results: list[dict[str, Any]] = []
+    """One transaction, one savepoint per payment: each succeeds or fails on its own, and the whole
+    report commits at once (one fsync, and one idempotent unit)."""
+    prepared: list[tuple[int, Any]] = []
     for index, raw in enumerate(raw_items):
-        order_id = None
         try:
-            item = decode_body(raw, PayBulkItem)
-            order_id = item.order_id
-            currency = await service.order_currency(db, principal, order_id)
-            request = payment_request(item, currency, livemode=principal.livemode)
-            decide = lifecycle.pay(principal, request, fees, received=None if item.amount is None else str(item.amount))
-            order, outcome = await lifecycle.run(
-                db, principal, order_id, decide, base_url=base_url, request_id=request_id
-            )
+            prepared.append((index, decode_body(raw, PayBulkItem, strict=strict)))
         except ApiError as error:
-            results.append(
-                {"index": index, "order_id": order_id, "status": "failed", "error": _item_error(index, error)}
+            prepared.append((index, error))
+
+    async def write(tx: Tx) -> list[dict[str, Any]]:
+        return [await _pay_one(tx, principal, index, item, fees, base_url, request_id) for index, item in prepared]
+
+    return await db.write(write)
+
+
+async def _pay_one(
+    tx: Tx,
+    principal: Principal,
+    index: int,
+    item: PayBulkItem | ApiError,
+    fees: FeeSchedule,
+    base_url: str,
+    request_id: str | None,
+) -> dict[str, Any]:
+    if isinstance(item, ApiError):
+        return {"index": index, "order_id": None, "status": "failed", "error": _item_error(index, item)}
+    try:
+        async with tx.savepoint():
+            currency = await tx.fetchval(
+                "SELECT currency FROM orders WHERE id = $1 AND workspace_id = $2 AND mode = $3",
+                item.order_id,
+                principal.workspace_id,
+                principal.mode,
             )
-            continue
-        payment = outcome.payment
-        results.append(
-            {
-                "index": index,
-                "order_id": order_id,
-                "status": "succeeded",
-                "payment_id": payment.id if payment else None,
-                "amount": order.amount_paid if payment is None else format_amount(payment.amount, currency),
-                "transaction_hash": payment.transaction_hash if payment else None,
-                "order_status": order.status,
-                "amount_due": order.amount_due,
-            }
-        )
-    return results
+            if currency is None:
+                raise ApiError.not_found("order", item.order_id)
+            request = payment_request(item, currency, livemode=principal.livemode)
+            received = None if item.amount is None else str(item.amount)
+            decide = lifecycle.pay(principal, request, fees, received=received)
+            order, outcome = await lifecycle.run_in(
+                tx, principal, item.order_id, decide, base_url=base_url, request_id=request_id
+            )
+    except ApiError as error:
+        return {"index": index, "order_id": item.order_id, "status": "failed", "error": _item_error(index, error)}
+    payment = outcome.payment
+    return {
+        "index": index,
+        "order_id": item.order_id,
+        "status": "succeeded",
+        "payment_id": payment.id if payment else None,
+        "amount": order.amount_paid if payment is None else format_amount(payment.amount, currency),
+        "transaction_hash": payment.transaction_hash if payment else None,
+        "order_status": order.status,
+        "amount_due": order.amount_due,
+    }

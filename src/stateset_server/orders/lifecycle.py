@@ -33,7 +33,7 @@ from stateset_server.payments.repository import order_payments
 from stateset_server.storage import Database, Tx
 from stateset_server.workspaces.keys import Principal
 
-__all__ = ["Outcome", "apply", "conflict", "move", "pay", "refund", "run", "update"]
+__all__ = ["Outcome", "apply", "conflict", "move", "pay", "refund", "run", "run_in", "update"]
 
 _encode = msgspec.json.encode
 _UNTRACKED = {"updated_at", "timeline"}
@@ -133,12 +133,19 @@ async def run(
     """One command on one order, in one transaction (the order row locked on PostgreSQL)."""
 
     async def write(tx: Tx) -> tuple[OrderOut, Outcome]:
-        before = await repository.get_order(tx, principal.workspace_id, principal.mode, order_id, for_update=True)
-        if before is None:
-            raise ApiError.not_found("order", order_id)
-        return await apply(tx, principal, before, decide, now=now_us(), base_url=base_url, request_id=request_id)
+        return await run_in(tx, principal, order_id, decide, base_url=base_url, request_id=request_id)
 
     return await db.write(write)
+
+
+async def run_in(
+    tx: Tx, principal: Principal, order_id: str, decide: Decide, *, base_url: str, request_id: str | None
+) -> tuple[OrderOut, Outcome]:
+    """One command on one order inside the caller's transaction."""
+    before = await repository.get_order(tx, principal.workspace_id, principal.mode, order_id, for_update=True)
+    if before is None:
+        raise ApiError.not_found("order", order_id)
+    return await apply(tx, principal, before, decide, now=now_us(), base_url=base_url, request_id=request_id)
 
 
 # --- commands -------------------------------------------------------------------------------------

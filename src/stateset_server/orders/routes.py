@@ -8,13 +8,16 @@ from typing import Any, TypeVar
 from starlette.requests import Request
 from starlette.responses import Response
 
+from stateset_server.core import idempotency
 from stateset_server.core.errors import ApiError
-from stateset_server.core.http import ApiRoute, base_url, json_response, read_body
+from stateset_server.core.http import ApiRoute, base_url, json_response, read_body, read_json, rendered
+from stateset_server.core.listing import list_parameters, parse_list_query
 from stateset_server.core.money import format_amount, parse_amount
-from stateset_server.core.validation import decode_body, decode_optional_body
-from stateset_server.orders import bulk, lifecycle, service
+from stateset_server.core.pagination import list_envelope
+from stateset_server.orders import bulk, lifecycle, listing, service
 from stateset_server.orders.intake import address_dict, payment_request
 from stateset_server.orders.lifecycle import Decide, Outcome
+from stateset_server.orders.listing import ORDER_LIST
 from stateset_server.orders.present import payment_out
 from stateset_server.orders.schemas import (
     CreateOrderIn,
@@ -36,9 +39,18 @@ B = TypeVar("B")
 _ORDER_ERRORS = ("RESOURCE_NOT_FOUND", "RESOURCE_CONFLICT", "VALIDATION_ERROR", "INVALID_FIELD_FORMAT")
 
 
+def _created(order: OrderOut) -> tuple[int, OrderOut]:
+    return 201, order
+
+
+def _order_of(result: tuple[OrderOut, Outcome]) -> tuple[int, OrderOut]:
+    return 200, result[0]
+
+
 async def create_order(request: Request, principal: Principal | None) -> Response:
     assert principal is not None
-    body = decode_body(await read_body(request), CreateOrderIn)
+    body = await read_json(request, CreateOrderIn)
+    idempotency.bind(_created)
     order = await service.create_order(
         request.app.state.db,
         principal,
@@ -48,7 +60,16 @@ async def create_order(request: Request, principal: Principal | None) -> Respons
         base_url=base_url(request),
         request_id=request.scope.get("request_id"),
     )
-    return json_response(order, 201)
+    return rendered(_created, order)
+
+
+async def list_orders(request: Request, principal: Principal | None) -> Response:
+    """Both specs' list shapes at once: `data` + `pagination` + `meta` (API reference) and
+    `orders` + `total_count` + `has_more` (Orders API)."""
+    assert principal is not None
+    query = parse_list_query(request.query_params, ORDER_LIST)
+    page = await listing.list_orders(request.app.state.db, principal, query, base_url=base_url(request))
+    return json_response(list_envelope(request, page.pop("data"), page.pop("pagination"), **page))
 
 
 async def retrieve_order(request: Request, principal: Principal | None) -> Response:
@@ -75,9 +96,9 @@ def command(body_type: type[B], make: Callable[[Principal, B], Decide]) -> Calla
 
     async def endpoint(request: Request, principal: Principal | None) -> Response:
         assert principal is not None
-        body = decode_optional_body(await read_body(request), body_type)
-        order, _outcome = await _run(request, principal, make(principal, body))
-        return json_response(order)
+        body = await read_json(request, body_type, optional=True)
+        idempotency.bind(_order_of)
+        return rendered(_order_of, await _run(request, principal, make(principal, body)))
 
     return endpoint
 
@@ -85,57 +106,62 @@ def command(body_type: type[B], make: Callable[[Principal, B], Decide]) -> Calla
 async def pay_order(request: Request, principal: Principal | None) -> Response:
     """The Orders API's pay response (payment_id, transaction_hash, fees…) with the whole order."""
     assert principal is not None
-    body = decode_optional_body(await read_body(request), PayIn)
+    body = await read_json(request, PayIn, optional=True)
     order_id = request.path_params["order_id"]
     currency = await service.order_currency(request.app.state.db, principal, order_id)
     pay_request = payment_request(body, currency, livemode=principal.livemode)
     raw = body.amount if body.amount is not None else (body.payment_method.amount if body.payment_method else None)
     decide = lifecycle.pay(principal, pay_request, request.app.state.fees, received=None if raw is None else str(raw))
-    order, outcome = await _run(request, principal, decide)
-    payment = payment_out(outcome.payment) if outcome.payment else None
-    return json_response(
-        {
+
+    def render(result: tuple[OrderOut, Outcome]) -> tuple[int, dict[str, Any]]:
+        order, outcome = result
+        payment = payment_out(outcome.payment) if outcome.payment else None
+        zero = format_amount(0, currency)
+        return 200, {
             "object": "payment",
             "payment_id": payment.id if payment else None,
             "order_id": order.id,
             "status": order.status,
-            "amount": payment.amount if payment else format_amount(0, currency),
+            "amount": payment.amount if payment else zero,
             "currency": currency,
             "method": payment.method if payment else None,
             "transaction_hash": payment.transaction_hash if payment else None,
             "paid_at": payment.paid_at if payment else order.updated_at,
-            "fees": payment.fees if payment else {"network_fee": "0.00", "processing_fee": "0.00"},
+            "fees": payment.fees if payment else {"network_fee": zero, "processing_fee": zero},
             "amount_paid": order.amount_paid,
             "amount_due": order.amount_due,
             "payment": payment,
             "order": order,
         }
-    )
+
+    idempotency.bind(render)
+    return rendered(render, await _run(request, principal, decide))
 
 
 async def refund_order(request: Request, principal: Principal | None) -> Response:
     """The refund (or refunds, when it spans several payments) with the whole order."""
     assert principal is not None
-    body = decode_optional_body(await read_body(request), RefundIn)
+    body = await read_json(request, RefundIn, optional=True)
     order_id = request.path_params["order_id"]
     currency = await service.order_currency(request.app.state.db, principal, order_id)
     amount = None if body.amount is None else parse_amount(body.amount, currency, "amount")
     decide = lifecycle.refund(
         principal, amount, body.reason, received=None if body.amount is None else str(body.amount)
     )
-    order, outcome = await _run(request, principal, decide)
-    refunds = [
-        {
-            "id": r.id,
-            "object": "refund",
-            "payment_id": r.payment_id,
-            "amount": format_amount(r.amount, currency),
-            "transaction_hash": r.transaction_hash,
-        }
-        for r in outcome.refunds
-    ]
-    return json_response(
-        {
+
+    def render(result: tuple[OrderOut, Outcome]) -> tuple[int, dict[str, Any]]:
+        order, outcome = result
+        refunds = [
+            {
+                "id": r.id,
+                "object": "refund",
+                "payment_id": r.payment_id,
+                "amount": format_amount(r.amount, currency),
+                "transaction_hash": r.transaction_hash,
+            }
+            for r in outcome.refunds
+        ]
+        return 200, {
             "id": outcome.refunds[0].id,
             "object": "refund",
             "order_id": order.id,
@@ -146,42 +172,56 @@ async def refund_order(request: Request, principal: Principal | None) -> Respons
             "refunds": refunds,
             "order": order,
         }
-    )
+
+    idempotency.bind(render)
+    return rendered(render, await _run(request, principal, decide))
+
+
+def _bulk_created(orders: list[OrderOut]) -> tuple[int, dict[str, Any]]:
+    return 201, {"object": "list", "count": len(orders), "data": orders}
+
+
+def _bulk_paid(results: list[dict[str, Any]]) -> tuple[int, dict[str, Any]]:
+    succeeded = sum(1 for r in results if r["status"] == "succeeded")
+    return 200, {"object": "list", "succeeded": succeeded, "failed": len(results) - succeeded, "data": results}
 
 
 async def create_orders_in_bulk(request: Request, principal: Principal | None) -> Response:
     assert principal is not None
+    items = bulk.split_batch(await read_body(request), "orders")
+    idempotency.bind(_bulk_created)
     orders = await bulk.create_bulk(
         request.app.state.db,
         principal,
-        bulk.split_batch(await read_body(request), "orders"),
+        items,
+        strict=not request.scope.get("lax_body", False),
         pricing=request.app.state.pricing,
         fees=request.app.state.fees,
         base_url=base_url(request),
         request_id=request.scope.get("request_id"),
     )
-    return json_response({"object": "list", "count": len(orders), "data": orders}, 201)
+    return rendered(_bulk_created, orders)
 
 
 async def pay_orders_in_bulk(request: Request, principal: Principal | None) -> Response:
     assert principal is not None
+    items = bulk.split_batch(await read_body(request), "payments")
+    idempotency.bind(_bulk_paid)
     results = await bulk.pay_bulk(
         request.app.state.db,
         principal,
-        bulk.split_batch(await read_body(request), "payments"),
+        items,
+        strict=not request.scope.get("lax_body", False),
         fees=request.app.state.fees,
         base_url=base_url(request),
         request_id=request.scope.get("request_id"),
     )
-    succeeded = sum(1 for r in results if r["status"] == "succeeded")
-    return json_response(
-        {"object": "list", "succeeded": succeeded, "failed": len(results) - succeeded, "data": results}
-    )
+    return rendered(_bulk_paid, results)
 
 
 async def update_order(request: Request, principal: Principal | None) -> Response:
     assert principal is not None
-    body = decode_body(await read_body(request), UpdateOrderIn)
+    body = await read_json(request, UpdateOrderIn)
     status = None
     if body.status is not None:
         status = parse_status(body.status)
@@ -198,8 +238,8 @@ async def update_order(request: Request, principal: Principal | None) -> Respons
     decide = lifecycle.update(
         principal, metadata=body.metadata, addresses=addresses, notes=body.notes, status=status, reason=body.reason
     )
-    order, _outcome = await _run(request, principal, decide)
-    return json_response(order)
+    idempotency.bind(_order_of)
+    return rendered(_order_of, await _run(request, principal, decide))
 
 
 def _action(name: str, endpoint: Callable[..., Any], body: type, summary: str, scope: str = "orders:write") -> ApiRoute:
@@ -258,6 +298,16 @@ ROUTES = [
             "PAYLOAD_TOO_LARGE",
             "PAYMENT_FAILED",
         ),
+    ),
+    ApiRoute(
+        "GET",
+        "/v1/orders",
+        list_orders,
+        scope="orders:read",
+        summary="List orders: filters, sorting, offset or cursor pagination",
+        tag="Orders",
+        errors=("VALIDATION_ERROR",),
+        query=list_parameters(ORDER_LIST),
     ),
     ApiRoute(
         "POST",

@@ -10,9 +10,9 @@ from stateset_server.payments.model import Payment, Refund
 from stateset_server.storage import Tx
 from stateset_server.workspaces.keys import Principal
 
-__all__ = ["add_refunded", "insert_payment", "insert_refund", "order_payments"]
+__all__ = ["PAYMENT_COLUMNS", "add_refunded", "insert_payment", "insert_refund", "order_payments"]
 
-_COLUMNS = (
+PAYMENT_COLUMNS = (
     "id, order_id, method, status, amount, amount_refunded, currency, network_fee, processing_fee,"
     " wallet_address, card_brand, card_last4, card_token, transaction_hash, created_at"
 )
@@ -22,7 +22,7 @@ async def insert_payment(
     tx: Tx, principal: Principal, payment: Payment, billing_address: dict[str, Any] | None
 ) -> None:
     await tx.execute(
-        f"INSERT INTO payments (workspace_id, mode, billing_address, {_COLUMNS})"
+        f"INSERT INTO payments (workspace_id, mode, billing_address, {PAYMENT_COLUMNS})"
         " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
         principal.workspace_id,
         principal.mode,
@@ -32,7 +32,9 @@ async def insert_payment(
 
 
 async def order_payments(tx: Tx, order_id: str) -> list[Payment]:
-    rows = await tx.fetch(f"SELECT {_COLUMNS} FROM payments WHERE order_id = $1 ORDER BY created_at, id", order_id)
+    rows = await tx.fetch(
+        f"SELECT {PAYMENT_COLUMNS} FROM payments WHERE order_id = $1 ORDER BY created_at, id", order_id
+    )
     return [Payment(*row) for row in rows]
 
 

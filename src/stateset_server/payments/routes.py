@@ -10,11 +10,11 @@ from msgspec import Meta
 from starlette.requests import Request
 from starlette.responses import Response
 
+from stateset_server.core import idempotency
 from stateset_server.core.clock import now_us
 from stateset_server.core.errors import ApiError
-from stateset_server.core.http import ApiRoute, json_response, read_body
+from stateset_server.core.http import ApiRoute, json_response, read_json, rendered
 from stateset_server.core.money import MICRO, format_amount, parse_amount
-from stateset_server.core.validation import decode_body
 from stateset_server.payments import ledger
 from stateset_server.payments.addresses import InvalidAddress, normalize_wallet_address
 from stateset_server.payments.service import fund_wallet
@@ -63,7 +63,7 @@ async def faucet(request: Request, principal: Principal | None) -> Response:
         raise ApiError(
             "INSUFFICIENT_PERMISSIONS", "The sandbox faucet only works with test-mode keys.", {"mode": "live"}
         )
-    body = decode_body(await read_body(request), FaucetIn)
+    body = await read_json(request, FaucetIn)
     address = _address(body.wallet_address, "wallet_address")
     amount = parse_amount(body.amount, "USDC", "amount")
     if not 0 < amount <= MAX_FAUCET:
@@ -77,7 +77,12 @@ async def faucet(request: Request, principal: Principal | None) -> Response:
         balance = await ledger.balance(tx, principal, address)
         return FaucetOut(address, format_amount(amount, "USDC"), format_amount(balance, "USDC"), digest)
 
-    return json_response(await request.app.state.db.write(write), 201)
+    idempotency.bind(_created)
+    return rendered(_created, await request.app.state.db.write(write))
+
+
+def _created(transfer: FaucetOut) -> tuple[int, FaucetOut]:
+    return 201, transfer
 
 
 async def retrieve_wallet(request: Request, principal: Principal | None) -> Response:

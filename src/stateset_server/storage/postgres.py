@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
 
 import asyncpg
@@ -51,6 +52,9 @@ class PostgresTx:
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         await self._conn.executemany(sql, list(rows))
+
+    def savepoint(self) -> AbstractAsyncContextManager[None]:
+        return self._conn.transaction()  # nested inside a transaction, asyncpg makes it a SAVEPOINT
 
 
 class PostgresDatabase:
