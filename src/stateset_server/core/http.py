@@ -246,7 +246,7 @@ class ApiRoute:
                 replay.body,
                 status_code=replay.status,
                 media_type="application/json",
-                headers={"Idempotent-Replayed": "true"},
+                headers={"Idempotent-Replayed": "true"} if replay.replayed else None,
             )
         except ApiError as error:
             return error_response(request, error)

@@ -58,19 +58,13 @@ _current: ContextVar[Scope | None] = ContextVar("idempotency_scope", default=Non
 
 
 class Replay(Exception):
-    """The stored response of an earlier request with the same key."""
+    """A stored response: an earlier request's (`replayed`), or this request's own stored error."""
 
-    def __init__(self, status: int, body: bytes) -> None:
+    def __init__(self, status: int, body: bytes, *, replayed: bool = True) -> None:
         super().__init__(status)
         self.status = status
         self.body = body
-
-
-class _Failed:
-    """An error raised after the work began: stored and committed, then raised to the caller."""
-
-    def __init__(self, error: ApiError) -> None:
-        self.error = error
+        self.replayed = replayed
 
 
 def check_key(key: str) -> None:
@@ -194,7 +188,7 @@ class IdempotentDatabase:
         render = scope.render
         fingerprint = scope.fingerprint()
 
-        async def guarded(tx: Tx) -> T | _Failed:
+        async def guarded(tx: Tx) -> T | Replay:
             await _claim(tx, scope, fingerprint, now_us())
             try:
                 async with tx.savepoint():
@@ -202,15 +196,17 @@ class IdempotentDatabase:
             except ApiError as error:
                 if error.status >= 500:
                     raise
-                await _store(tx, scope, error.status, scope.error_body(error))
-                return _Failed(error)
+                body = scope.error_body(error)
+                await _store(tx, scope, error.status, body)
+                # Committed with the key; sent as stored so a retry gets the very same bytes.
+                return Replay(error.status, body, replayed=False)
             status, content = render(result)
             await _store(tx, scope, status, _encode(content))
             return result
 
         outcome = await self._db.write(guarded)
-        if isinstance(outcome, _Failed):
-            raise outcome.error
+        if isinstance(outcome, Replay):
+            raise outcome
         return outcome
 
 
