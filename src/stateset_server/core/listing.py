@@ -277,10 +277,20 @@ def parse_list_query(params: QueryParams, spec: ListSpec) -> ListQuery:
 class _Sql:
     """Builds a WHERE clause with numbered placeholders; values are only ever bound parameters."""
 
-    def __init__(self, dialect: str, args: list[Any]) -> None:
+    def __init__(self, dialect: str, args: list[Any], leading: str = "") -> None:
         self.dialect = dialect
         self.args = args
+        self.leading = leading
         self.clauses: list[str] = []
+
+    def filtered(self, column: str, op: str) -> str:
+        """The column as a range filter sees it. On SQLite a range on another column than the leading
+        sort column must not pick the index (measured on 1M orders: a wide `total` range chose the total
+        index and sorted 380,000 rows — 740 ms; walking the sort index and filtering takes 0.2 ms).
+        Equality and IN keep their indexes: they are selective. PostgreSQL's planner needs no hint."""
+        if self.dialect == "sqlite" and op not in ("eq", "in") and column != self.leading:
+            return f"+{column}"
+        return column
 
     def arg(self, value: Any) -> str:
         self.args.append(value)
@@ -293,7 +303,7 @@ class _Sql:
         return clause + (" ESCAPE '\\'" if escape else "")
 
     def add(self, condition: Condition) -> None:
-        column, values = condition.column, condition.values
+        column, values = self.filtered(condition.column, condition.op), condition.values
         simple = {"eq": "=", "ne": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
         if condition.op in simple:
             self.clauses.append(f"{column} {simple[condition.op]} {self.arg(values[0])}")
@@ -329,7 +339,7 @@ def _keyset(sql: _Sql, sort: list[tuple[str, str, str]], values: list[Any], forw
 
 
 async def fetch_page(tx: Tx, spec: ListSpec, query: ListQuery, principal: Principal, columns: str) -> Page:
-    sql = _Sql(tx.dialect, [principal.workspace_id, principal.mode])
+    sql = _Sql(tx.dialect, [principal.workspace_id, principal.mode], leading=query.sort[0][1])
     sql.clauses = ["workspace_id = $1", "mode = $2"]
     for condition in query.conditions:
         sql.add(condition)

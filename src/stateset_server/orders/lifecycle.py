@@ -265,6 +265,18 @@ async def _refund_across_payments(
 
 def refund(principal: Principal, amount: int | None, reason: str | None, *, received: str | None = None) -> Decide:
     async def decide(tx: Tx, order: Order, now: int) -> Outcome:
+        if order.paid_at is None and order.refundable > 0 and order.status not in (S.CANCELLED, S.REFUNDED):
+            # Money of an order not yet fully paid goes back by cancelling it; refunds are for paid
+            # orders, so what an order has received never exceeds its total.
+            raise ApiError(
+                "RESOURCE_CONFLICT",
+                f"Order {order.id} is not fully paid; cancel it to return its partial payments.",
+                {
+                    "current_status": order.status.value,
+                    "amount_paid": format_amount(order.amount_paid, order.currency),
+                    "amount_due": format_amount(order.amount_due, order.currency),
+                },
+            )
         if order.status in (S.CANCELLED, S.REFUNDED) or order.refundable == 0:
             raise ApiError(
                 "RESOURCE_CONFLICT",

@@ -60,10 +60,8 @@ class Order(msgspec.Struct, frozen=True):
 
     @property
     def amount_due(self) -> int:
-        """What is still to be paid; once fully paid, refunds never make money due again."""
-        if self.paid_at is not None:
-            return 0
-        return max(self.total - (self.amount_paid - self.amount_refunded), 0)
+        """What is still to be paid. Only paid orders take refunds, so this never goes back up."""
+        return self.total - self.amount_paid
 
     @property
     def refundable(self) -> int:
