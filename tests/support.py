@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 import asyncpg
 import httpx
 
-from stateset_server.storage import open_database
-from stateset_server.storage.migrate import migrate
+from stateset_server.storage import with_database
 from stateset_server.workspaces import service
 
 PG_ADMIN_URL = os.environ.get("STATESET_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -172,17 +171,8 @@ class Workspace:
             client.close()
 
 
-async def _with_db(url: str, action):
-    await migrate(url)
-    db = await open_database(url)
-    try:
-        return await action(db)
-    finally:
-        await db.close()
-
-
 async def _new_key(url: str, workspace_id: str, kind: str, mode: str, scopes: list[str] | None) -> service.NewKey:
-    return await _with_db(
+    return await with_database(
         url, lambda db: service.create_key(db, workspace_id=workspace_id, mode=mode, kind=kind, scopes=scopes)
     )
 
@@ -193,7 +183,7 @@ def new_workspace(server: ServerProcess) -> Workspace:
         key = await service.create_key(db, workspace_id=workspace_id, mode="test", kind="secret")
         return workspace_id, key.secret
 
-    workspace_id, secret = run(_with_db(server.database_url, action))
+    workspace_id, secret = run(with_database(server.database_url, action))
     return Workspace(server, workspace_id, secret)
 
 

@@ -5,7 +5,7 @@ A resource declares its fields once (`ListSpec`); a request's query string becom
 (max 10,000), the deprecated `page`, or an opaque `cursor` — a keyset position on the sort columns
 plus the id, so cursor pages stay stable while rows are inserted or deleted, under any sort.
 
-`total_count` is counted exactly up to 10,000 rows and reported as 10,000 with
+`total_count` is counted exactly up to 1,000 rows and reported as 1,000 with
 `total_count_exact: false` beyond that, so no page ever scans a large table; `include=total_count`
 asks for the exact count when a client really needs it. Cursor pages carry the first page's count.
 """
@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 MAX_OFFSET = 10_000
-COUNT_CAP = 10_000
+COUNT_CAP = 1_000
 MAX_IN_VALUES = 100
 OPERATORS = ("eq", "ne", "gte", "gt", "lte", "lt", "in", "like", "between")
 RESERVED = {"limit", "offset", "cursor", "page", "sort", "order", "search", "include"}
@@ -413,7 +413,7 @@ def list_parameters(spec: ListSpec) -> tuple[tuple[str, str, str], ...]:
         ("sort", "string", f"comma-separated: {sortable}"),
         ("order", "string", "comma-separated asc/desc, one per sort field"),
         ("search", "string", "free text over " + ", ".join(spec.search)),
-        ("include", "string", "total_count: count exactly even beyond 10,000 rows"),
+        ("include", "string", "total_count: count exactly even beyond 1,000 rows"),
     )
     kinds = {"money": "string", "datetime": "string", "integer": "integer", "enum": "string", "string": "string"}
     filters = tuple(

@@ -6,6 +6,6 @@ its group-commit writer thread (they never await anything but the `Tx`). Only th
 dialect.
 """
 
-from stateset_server.storage.database import Database, Row, Tx, open_database
+from stateset_server.storage.database import Database, Row, Tx, open_database, with_database
 
-__all__ = ["Database", "Row", "Tx", "open_database"]
+__all__ = ["Database", "Row", "Tx", "open_database", "with_database"]

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol, TypeVar
 
-__all__ = ["Database", "Row", "StorageUnavailable", "Tx", "open_database", "sqlite_path"]
+__all__ = ["Database", "Row", "StorageUnavailable", "Tx", "open_database", "sqlite_path", "with_database"]
 
 T = TypeVar("T")
 # Both sqlite3.Row and asyncpg.Record index by column name and by position.
@@ -60,6 +60,18 @@ def sqlite_path(url: str) -> str:
 
 def is_postgres(url: str) -> bool:
     return url.startswith(("postgresql://", "postgres://"))
+
+
+async def with_database(url: str, action: Callable[[Database], Awaitable[T]]) -> T:
+    """Migrate, open, run `action`, close: for commands and tools that use the database briefly."""
+    from stateset_server.storage.migrate import migrate
+
+    await migrate(url)
+    db = await open_database(url)
+    try:
+        return await action(db)
+    finally:
+        await db.close()
 
 
 async def open_database(url: str) -> Database:
