@@ -12,34 +12,64 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
+from stateset_server.core.clock import now_us
 from stateset_server.core.http import ApiRoute, RequestIdMiddleware, http_exception_handler
 from stateset_server.core.idempotency import IdempotentDatabase, purge_expired
+from stateset_server.core.ratelimit import open_limiter
+from stateset_server.customers.routes import ROUTES as CUSTOMER_ROUTES
 from stateset_server.docs.openapi import build_openapi
 from stateset_server.docs.routes import docs_routes
 from stateset_server.events.routes import ROUTES as EVENT_ROUTES
 from stateset_server.health.routes import ROUTES as HEALTH_ROUTES
+from stateset_server.inventory import stock
+from stateset_server.inventory.routes import ROUTES as INVENTORY_ROUTES
 from stateset_server.orders.routes import ROUTES as ORDER_ROUTES
 from stateset_server.payments.routes import ROUTES as PAYMENT_ROUTES
+from stateset_server.products.routes import ROUTES as PRODUCT_ROUTES
+from stateset_server.returns.routes import ROUTES as RETURN_ROUTES
 from stateset_server.settings import Settings
 from stateset_server.storage import open_database
-from stateset_server.workspaces.service import authenticate
+from stateset_server.workspaces.plans import default_plan
+from stateset_server.workspaces.routes import ROUTES as WORKSPACE_ROUTES
+from stateset_server.workspaces.service import authenticate, identify
 
 __all__ = ["API_ROUTES", "app_from_environment", "create_app"]
 
-API_ROUTES: list[ApiRoute] = [*HEALTH_ROUTES, *ORDER_ROUTES, *PAYMENT_ROUTES, *EVENT_ROUTES]
+API_ROUTES: list[ApiRoute] = [
+    *HEALTH_ROUTES,
+    *ORDER_ROUTES,
+    *PAYMENT_ROUTES,
+    *CUSTOMER_ROUTES,
+    *PRODUCT_ROUTES,
+    *INVENTORY_ROUTES,
+    *RETURN_ROUTES,
+    *EVENT_ROUTES,
+    *WORKSPACE_ROUTES,
+]
 
 
 def create_app(settings: Settings) -> Starlette:
     # Fail at start, not on the first order, when a setting is malformed.
     pricing, fees = settings.pricing(), settings.fees()
+    default_plan()  # and when STATESET_DEFAULT_PLAN names no plan
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        db = IdempotentDatabase(await open_database(settings.database_url))
+        raw = await open_database(settings.database_url)
+        try:
+            # Counts go to the raw database: they are never part of a request's idempotent transaction.
+            limiter = app.state.limiter = await open_limiter(raw)
+        except BaseException:
+            await raw.close()
+            raise
+        await limiter.start()
+        db = IdempotentDatabase(raw)
         app.state.db = db
         app.state.inflight = set()
         purger = asyncio.create_task(_purge_idempotency_keys(db))
+        expirer = asyncio.create_task(_expire_reservations(db))
         app.state.authenticate = partial(authenticate, db)
+        app.state.identify = partial(identify, db)
         app.state.pricing = pricing
         app.state.fees = fees
         app.state.public_url = settings.public_url
@@ -47,6 +77,8 @@ def create_app(settings: Settings) -> Starlette:
             yield
         finally:
             purger.cancel()
+            expirer.cancel()
+            await limiter.stop()
             await db.close()
 
     routes = [route.starlette_route() for route in API_ROUTES] + docs_routes(build_openapi(API_ROUTES))
@@ -65,6 +97,16 @@ async def _purge_idempotency_keys(db: IdempotentDatabase) -> None:
         except Exception:  # the next round tries again; serving requests matters more
             logging.getLogger("stateset_server").exception("purging expired idempotency keys failed")
         await asyncio.sleep(600)
+
+
+async def _expire_reservations(db: IdempotentDatabase) -> None:
+    """Unpaid orders hold their stock for STATESET_RESERVATION_TTL_SECONDS; then it is released."""
+    while True:
+        try:
+            await db.write(lambda tx: stock.expire_due(tx, now_us()))
+        except Exception:  # the next round tries again
+            logging.getLogger("stateset_server").exception("expiring reservations failed")
+        await asyncio.sleep(min(30, stock.RESERVATION_TTL_US / 1_000_000 / 2))
 
 
 def app_from_environment() -> Starlette:

@@ -6,16 +6,17 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from stateset_server import __version__
 from stateset_server.core.clock import iso
 from stateset_server.settings import DEFAULT_DATABASE_URL, Settings
-from stateset_server.storage import Database, open_database
+from stateset_server.storage import Database, with_database
 from stateset_server.storage.database import StorageUnavailable
 from stateset_server.storage.migrate import MigrationError, migrate
 from stateset_server.workspaces import repository, service
+from stateset_server.workspaces.plans import LIMIT_FIELDS, PLANS, effective_limits, parse_limit
 
 __all__ = ["main"]
 
@@ -24,15 +25,6 @@ T = TypeVar("T")
 
 def _database_url(args: argparse.Namespace) -> str:
     return args.database_url or os.environ.get("STATESET_DATABASE_URL") or DEFAULT_DATABASE_URL
-
-
-async def _with_db(url: str, action: Callable[[Database], Awaitable[T]]) -> T:
-    await migrate(url)
-    db = await open_database(url)
-    try:
-        return await action(db)
-    finally:
-        await db.close()
 
 
 async def _default_workspace(db: Database) -> str:
@@ -48,7 +40,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     applied = asyncio.run(migrate(url))
     if applied:
         print(f"stateset-server: applied migrations {applied} to {url}", flush=True)
-    first_key = asyncio.run(_with_db(url, service.bootstrap))
+    first_key = asyncio.run(with_database(url, service.bootstrap))
     if first_key is not None:
         print(
             f"stateset-server: new database; created workspace {first_key.workspace_id} and a sandbox secret key"
@@ -85,15 +77,29 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_workspaces_create(args: argparse.Namespace) -> int:
-    workspace_id = asyncio.run(_with_db(_database_url(args), lambda db: service.create_workspace(db, args.name)))
+    workspace_id = asyncio.run(
+        with_database(_database_url(args), lambda db: service.create_workspace(db, args.name, args.plan))
+    )
     print(workspace_id)
     return 0
 
 
 def cmd_workspaces_list(args: argparse.Namespace) -> int:
-    rows = asyncio.run(_with_db(_database_url(args), lambda db: db.read(repository.list_workspaces)))
+    rows = asyncio.run(with_database(_database_url(args), lambda db: db.read(repository.list_workspaces)))
     for row in rows:
-        print(f"{row['id']}\t{iso(row['created_at'])}\t{row['name']}")
+        plan = row["plan"] + (" (operator)" if row["operator"] else "")
+        print(f"{row['id']}\t{iso(row['created_at'])}\t{plan}\t{row['name']}")
+    return 0
+
+
+def cmd_workspaces_set_plan(args: argparse.Namespace) -> int:
+    custom = {name: parse_limit(getattr(args, name), "--" + name.replace("_", "-")) for name in LIMIT_FIELDS}
+    row = asyncio.run(
+        with_database(_database_url(args), lambda db: service.set_plan(db, args.workspace_id, args.plan, custom))
+    )
+    limits = effective_limits(row["plan"], *(row[name] for name in LIMIT_FIELDS)).as_dict()
+    shown = " ".join(f"{name}={'unlimited' if value is None else value}" for name, value in limits.items())
+    print(f"{row['id']} plan={row['plan']} {shown}")
     return 0
 
 
@@ -105,7 +111,7 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
             db, workspace_id=workspace_id, mode=args.mode, kind=args.kind, scopes=scopes, name=args.name
         )
 
-    key = asyncio.run(_with_db(_database_url(args), action))
+    key = asyncio.run(with_database(_database_url(args), action))
     scopes = f" scopes={','.join(key.scopes)}" if key.scopes else ""
     print(f"created {key.kind} {key.mode} key {key.id} in workspace {key.workspace_id}{scopes} (shown once):")
     print(key.secret)
@@ -116,7 +122,7 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
     async def action(db: Database) -> list[Any]:
         return await db.read(lambda tx: repository.list_keys(tx, args.workspace))
 
-    for row in asyncio.run(_with_db(_database_url(args), action)):
+    for row in asyncio.run(with_database(_database_url(args), action)):
         state = f"revoked {iso(row['revoked_at'])}" if row["revoked_at"] else "active"
         print(
             f"{row['id']}\t{row['workspace_id']}\t{row['prefix']}…{row['last4']}\t{row['kind']}\t{row['mode']}"
@@ -126,7 +132,7 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
-    revoked = asyncio.run(_with_db(_database_url(args), lambda db: service.revoke_key(db, args.key_id)))
+    revoked = asyncio.run(with_database(_database_url(args), lambda db: service.revoke_key(db, args.key_id)))
     if not revoked:
         print(f"no active key {args.key_id}", file=sys.stderr)
         return 1
@@ -159,8 +165,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ws_create = with_db(workspaces.add_parser("create", help="create a workspace; prints its id"))
     ws_create.add_argument("--name", default="Workspace")
+    ws_create.add_argument("--plan", choices=list(PLANS), help="default: $STATESET_DEFAULT_PLAN or enterprise")
     ws_create.set_defaults(func=cmd_workspaces_create)
     with_db(workspaces.add_parser("list")).set_defaults(func=cmd_workspaces_list)
+    set_plan = with_db(
+        workspaces.add_parser(
+            "set-plan",
+            help="change a workspace's plan; custom limits (enterprise only) replace the plan's, 0 = unlimited",
+        )
+    )
+    set_plan.add_argument("workspace_id")
+    set_plan.add_argument("--plan", choices=list(PLANS), required=True)
+    for name in LIMIT_FIELDS:
+        set_plan.add_argument("--" + name.replace("_", "-"), metavar="N|unlimited", dest=name)
+    set_plan.set_defaults(func=cmd_workspaces_set_plan)
 
     keys = commands.add_parser("keys", help="manage API keys").add_subparsers(dest="action", required=True)
     create = with_db(keys.add_parser("create", help="create a key; prints it (once) as the last line"))

@@ -29,6 +29,7 @@ CATALOG: dict[str, tuple[int, str]] = {
         409,
         "A request with the same Idempotency-Key is still being processed; retry shortly.",
     ),
+    "INSUFFICIENT_INVENTORY": (422, "Not enough stock: details name the SKU, the requested and available quantity."),
     "PAYLOAD_TOO_LARGE": (413, "The request body is larger than the 10 MB limit."),
     "UNSUPPORTED_MEDIA_TYPE": (415, "The request body's content type is not supported."),
     "RATE_LIMITED": (429, "Too many requests; retry after the number of seconds given."),

@@ -80,7 +80,8 @@ class RequestIdMiddleware:
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), header]
+                # X-RateLimit-* of an admitted request (ApiRoute puts them in the scope after authenticating).
+                message["headers"] = [*message.get("headers", ()), header, *scope.get("rate_limit_headers", ())]
             await send(message)
 
         await self.app(scope, receive, send_with_id)
@@ -106,6 +107,7 @@ def error_response(request: Request, error: ApiError) -> Response:
         "error": {
             "code": error.code,
             "message": error.message,
+            **getattr(error, "fields", {}),  # e.g. RATE_LIMITED's retry_after, limit, remaining, reset_at
             "details": error.details,
             "request_id": request.scope.get("request_id"),
             "timestamp": iso(now_us()),
@@ -206,11 +208,15 @@ class ApiRoute:
         return Route(self.path, self._endpoint, methods=[self.method], name=f"{self.method} {self.path}")
 
     async def _endpoint(self, request: Request) -> Response:
-        token = inflight = None
+        token = inflight = admission = None
         try:
             principal = None
             if self.scope is not None:
-                principal = await request.app.state.authenticate(request.headers.get("authorization"))
+                principal, limits = await request.app.state.identify(request.headers.get("authorization"))
+                # Rate limits apply to authenticated requests only, before anything else runs; a 429
+                # (RateLimited, an ApiError) carries its own headers and never reaches the handler.
+                admission = await request.app.state.limiter.admit(principal.key_id, limits)
+                request.scope["rate_limit_headers"] = admission.headers
                 if not principal.allows(self.scope):
                     raise ApiError(
                         "INSUFFICIENT_PERMISSIONS",
@@ -266,6 +272,8 @@ class ApiRoute:
                 idempotency.leave(token)
             if inflight is not None:
                 request.app.state.inflight.discard(inflight)
+            if admission is not None and admission.slot is not None:
+                await request.app.state.limiter.release(admission)
 
 
 async def read_json(request: Request, into: type[T], *, optional: bool = False) -> T:

@@ -20,6 +20,7 @@ from stateset_server.orders.intake import payment_request
 from stateset_server.orders.pricing import Pricing
 from stateset_server.orders.schemas import CreateOrderIn, OrderOut, PayIn
 from stateset_server.payments.fees import FeeSchedule
+from stateset_server.products.catalog import catalog
 from stateset_server.storage import Database, Tx
 from stateset_server.workspaces.keys import Principal
 
@@ -78,13 +79,20 @@ async def create_bulk(
     base_url: str,
     request_id: str | None,
 ) -> list[OrderOut]:
-    plans, errors = [], []
+    plans, errors, bodies = [], [], []
     for index, raw in enumerate(raw_items):
         try:
-            order = decode_body(raw, CreateOrderIn, strict=strict)
-            plans.append(service.plan_order(order, principal, pricing=pricing, fees=fees))
+            bodies.append((index, decode_body(raw, CreateOrderIn, strict=strict)))
         except ApiError as error:
             errors.append(_item_error(index, error))
+    skus = sorted({item.sku for _index, body in bodies for item in body.items})
+    known = await db.read(lambda tx: catalog(tx, principal, skus))
+    for index, body in bodies:
+        try:
+            plans.append(service.plan_order(body, principal, pricing=pricing, fees=fees, known=known))
+        except ApiError as error:
+            errors.append(_item_error(index, error))
+    errors.sort(key=lambda error: error["index"])
     if errors:
         raise ApiError(
             "VALIDATION_ERROR",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -15,12 +16,14 @@ import msgspec
 from stateset_server.core.errors import ApiError
 from stateset_server.core.ids import new_id
 from stateset_server.core.money import MAX_AMOUNT_MICRO, normalize_currency, parse_amount
+from stateset_server.inventory.stock import insufficient
 from stateset_server.orders.model import LineItem, Order
 from stateset_server.orders.pricing import Pricing, price_order
 from stateset_server.orders.schemas import AddressIn, CreateOrderIn, PayIn, PaymentMethodIn
 from stateset_server.orders.status import OrderStatus
 from stateset_server.payments.addresses import InvalidAddress, normalize_wallet_address
 from stateset_server.payments.service import PaymentRequest
+from stateset_server.products.catalog import CatalogEntry
 
 __all__ = ["check_metadata", "new_order", "payment_request"]
 
@@ -99,12 +102,27 @@ def _customer(body: CreateOrderIn) -> tuple[str | None, str | None]:
     return customer_id, email
 
 
-def new_order(body: CreateOrderIn, *, workspace_id: str, mode: str, pricing: Pricing, now: int) -> Order:
-    """A CREATED order with exact totals; `order_number` is assigned when it is stored."""
+def new_order(
+    body: CreateOrderIn,
+    *,
+    workspace_id: str,
+    mode: str,
+    pricing: Pricing,
+    now: int,
+    catalog: dict[str, CatalogEntry] | None = None,
+) -> Order:
+    """A CREATED order with exact totals; `order_number` is assigned when it is stored.
+
+    An item without a price takes its product's price (same currency); an unknown SKU needs a price.
+    """
     currency = normalize_currency(body.currency)
+    catalog = catalog or {}
     items = []
     for index, item in enumerate(body.items):
         where = f"items[{index}]"
+        product = catalog.get(item.sku)
+        if product is not None and product.always_out_of_stock:
+            raise insufficient(item.sku, item.quantity, 0)
         if item.unit_price is not None and item.price is not None and item.unit_price != item.price:
             raise ApiError.field(
                 f"{where}.price",
@@ -113,10 +131,19 @@ def new_order(body: CreateOrderIn, *, workspace_id: str, mode: str, pricing: Pri
                 received=str(item.price),
             )
         raw_price = item.unit_price if item.unit_price is not None else item.price
+        if raw_price is None and product is not None and product.price is not None:
+            if product.currency not in (None, currency):
+                raise ApiError.field(
+                    f"{where}.unit_price",
+                    f"product {item.sku} is priced in {product.currency}, the order is in {currency}",
+                    expected="a unit price in the order's currency",
+                    code="MISSING_REQUIRED_FIELD",
+                )
+            raw_price = Decimal(product.price).scaleb(-6)
         if raw_price is None:
             raise ApiError.field(
                 f"{where}.unit_price",
-                "required field is missing",
+                "required field is missing (no product with this SKU has a price)",
                 expected="a unit price (unit_price or price)",
                 code="MISSING_REQUIRED_FIELD",
             )
@@ -127,7 +154,9 @@ def new_order(body: CreateOrderIn, *, workspace_id: str, mode: str, pricing: Pri
             LineItem(
                 id=new_id("li"),
                 sku=item.sku,
-                description=item.description if item.description is not None else item.name,
+                description=next(
+                    (text for text in (item.description, item.name, product.name if product else None) if text), None
+                ),
                 quantity=item.quantity,
                 unit_price=unit_price,
                 total=unit_price * item.quantity,

@@ -19,6 +19,7 @@ from stateset_server.core.clock import now_us
 from stateset_server.core.errors import ApiError
 from stateset_server.core.money import format_amount
 from stateset_server.events import log
+from stateset_server.inventory import stock
 from stateset_server.orders import repository
 from stateset_server.orders.intake import check_metadata
 from stateset_server.orders.machine import IllegalTransition, Position, allowed_next, transition
@@ -30,6 +31,7 @@ from stateset_server.payments import service as payments
 from stateset_server.payments.fees import FeeSchedule
 from stateset_server.payments.model import Payment, Refund
 from stateset_server.payments.repository import order_payments
+from stateset_server.products.catalog import catalog
 from stateset_server.storage import Database, Tx
 from stateset_server.workspaces.keys import Principal
 
@@ -97,6 +99,7 @@ async def apply(
     except IllegalTransition as error:
         raise conflict(error, before.id) from None
     after = msgspec.structs.replace(outcome.order, version=before.version + 1, updated_at=now)
+    await _stock_follows_status(tx, principal, before, after, now)
     if outcome.payment is not None:
         after = msgspec.structs.replace(after, payments=[*after.payments, outcome.payment])
     if outcome.refunds:
@@ -119,6 +122,25 @@ async def apply(
         )
     shown.timeline = timeline(await log.object_events(tx, principal, before.id))
     return shown, outcome
+
+
+async def _stock_follows_status(tx: Tx, principal: Principal, before: Order, after: Order, now: int) -> None:
+    """Reservations move with the order: paid → kept (taken again if they expired), fulfilled →
+    committed, cancelled or refunded before fulfilment → released."""
+    if after.status == before.status:
+        return
+    if after.status == S.PAID:
+        tracked = await catalog(tx, principal, [item.sku for item in after.items])
+        wanted: dict[str, int] = {}
+        for item in after.items:
+            if item.sku in tracked and tracked[item.sku].track_inventory:
+                wanted[item.sku] = wanted.get(item.sku, 0) + item.quantity
+        await stock.ensure_reserved(tx, principal, after.id, wanted, now)
+        await stock.keep_reservations(tx, principal, after.id, now)
+    elif after.status == S.FULFILLED:
+        await stock.commit_order(tx, principal, after.id, now)
+    elif after.status in (S.CANCELLED, S.REFUNDED):
+        await stock.release_order(tx, principal, after.id, now)
 
 
 async def run(

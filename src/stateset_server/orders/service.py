@@ -8,6 +8,7 @@ import msgspec
 from stateset_server.core.clock import now_us
 from stateset_server.core.errors import ApiError
 from stateset_server.events import log
+from stateset_server.inventory import stock
 from stateset_server.orders import lifecycle, repository
 from stateset_server.orders.intake import new_order, payment_request
 from stateset_server.orders.model import Order
@@ -15,6 +16,7 @@ from stateset_server.orders.present import order_out, timeline
 from stateset_server.orders.pricing import Pricing
 from stateset_server.orders.schemas import CreateOrderIn, OrderOut, TimelineEntry
 from stateset_server.payments.fees import FeeSchedule
+from stateset_server.products.catalog import CatalogEntry, catalog
 from stateset_server.storage import Database, Tx
 from stateset_server.workspaces.keys import Principal
 
@@ -34,7 +36,8 @@ async def create_order(
     request_id: str | None,
 ) -> OrderOut:
     """Create an order; with a `payment` block, pay it in the same transaction (all or nothing)."""
-    plan = plan_order(body, principal, pricing=pricing, fees=fees)
+    known = await db.read(lambda tx: catalog(tx, principal, [item.sku for item in body.items]))
+    plan = plan_order(body, principal, pricing=pricing, fees=fees, known=known)
 
     async def write(tx: Tx) -> OrderOut:
         return await insert_planned(tx, principal, plan, base_url=base_url, request_id=request_id)
@@ -47,17 +50,31 @@ class PlannedOrder(msgspec.Struct, frozen=True):
 
     draft: Order
     pay: lifecycle.Decide | None
+    tracked: dict[str, int]  # SKU → quantity to reserve (products that track stock)
 
 
-def plan_order(body: CreateOrderIn, principal: Principal, *, pricing: Pricing, fees: FeeSchedule) -> PlannedOrder:
-    """All the checks that need no database: a bad request fails here, before any transaction."""
+def plan_order(
+    body: CreateOrderIn,
+    principal: Principal,
+    *,
+    pricing: Pricing,
+    fees: FeeSchedule,
+    known: dict[str, CatalogEntry],
+) -> PlannedOrder:
+    """All the checks that need no transaction: a bad request fails here, before anything is written."""
     now = now_us()
-    draft = new_order(body, workspace_id=principal.workspace_id, mode=principal.mode, pricing=pricing, now=now)
+    draft = new_order(
+        body, workspace_id=principal.workspace_id, mode=principal.mode, pricing=pricing, now=now, catalog=known
+    )
+    tracked: dict[str, int] = {}
+    for line in draft.items:
+        if line.sku in known and known[line.sku].track_inventory:
+            tracked[line.sku] = tracked.get(line.sku, 0) + line.quantity
     pay = None
     if body.payment is not None:
         request = payment_request(body.payment, draft.currency, livemode=principal.livemode, prefix="payment.")
         pay = lifecycle.pay(principal, request, fees, received=_shown(body.payment.amount))
-    return PlannedOrder(draft, pay)
+    return PlannedOrder(draft, pay, tracked)
 
 
 async def insert_planned(
@@ -68,6 +85,12 @@ async def insert_planned(
     order = msgspec.structs.replace(plan.draft, order_number=number)
     shown = order_out(order, base_url)
     await repository.insert_order(tx, order)
+    expires = order.created_at + stock.RESERVATION_TTL_US
+    for sku, quantity in plan.tracked.items():
+        await stock.reserve(
+            tx, principal, order_id=order.id, sku=sku, quantity=quantity, expires_at=expires,
+            now=order.created_at, request_id=request_id,
+        )  # fmt: skip
     event_id = await log.append(
         tx,
         principal=principal,

@@ -7,20 +7,48 @@ from stateset_server.storage import Row, Tx
 __all__ = [
     "count_workspaces",
     "find_key_by_hash",
+    "get_workspace",
     "insert_key",
     "insert_workspace",
     "list_keys",
     "list_workspaces",
     "revoke_key",
+    "set_plan",
     "workspace_exists",
 ]
 
 _KEY_COLUMNS = "id, workspace_id, mode, kind, name, prefix, last4, scopes, created_at, revoked_at"
+_WORKSPACE_COLUMNS = "id, name, created_at, plan, per_second, per_minute, per_day, concurrent, operator"
 
 
-async def insert_workspace(tx: Tx, workspace_id: str, name: str, created_at: int) -> None:
+async def insert_workspace(
+    tx: Tx, workspace_id: str, name: str, created_at: int, plan: str = "enterprise", operator: bool = False
+) -> None:
     await tx.execute(
-        "INSERT INTO workspaces (id, name, created_at) VALUES ($1, $2, $3)", workspace_id, name, created_at
+        "INSERT INTO workspaces (id, name, created_at, plan, operator) VALUES ($1, $2, $3, $4, $5)",
+        workspace_id,
+        name,
+        created_at,
+        plan,
+        int(operator),
+    )
+
+
+async def get_workspace(tx: Tx, workspace_id: str) -> Row | None:
+    return await tx.fetchrow(f"SELECT {_WORKSPACE_COLUMNS} FROM workspaces WHERE id = $1", workspace_id)
+
+
+async def set_plan(tx: Tx, workspace_id: str, plan: str, limits: dict[str, int | None]) -> Row | None:
+    """Replace the plan and every custom limit (None = the plan's value); the updated row, or None."""
+    return await tx.fetchrow(
+        "UPDATE workspaces SET plan = $2, per_second = $3, per_minute = $4, per_day = $5, concurrent = $6"
+        f" WHERE id = $1 RETURNING {_WORKSPACE_COLUMNS}",
+        workspace_id,
+        plan,
+        limits.get("per_second"),
+        limits.get("per_minute"),
+        limits.get("per_day"),
+        limits.get("concurrent"),
     )
 
 
@@ -33,7 +61,7 @@ async def workspace_exists(tx: Tx, workspace_id: str) -> bool:
 
 
 async def list_workspaces(tx: Tx) -> list[Row]:
-    return await tx.fetch("SELECT id, name, created_at FROM workspaces ORDER BY created_at, id")
+    return await tx.fetch(f"SELECT {_WORKSPACE_COLUMNS} FROM workspaces ORDER BY created_at, id")
 
 
 async def insert_key(
@@ -67,8 +95,13 @@ async def insert_key(
 
 
 async def find_key_by_hash(tx: Tx, secret_hash: str) -> Row | None:
+    """The key and its workspace's plan columns: one indexed query per request serves both
+    authentication and rate limiting, and a plan change applies to the very next request."""
     return await tx.fetchrow(
-        "SELECT id, workspace_id, mode, kind, scopes, revoked_at FROM api_keys WHERE secret_hash = $1", secret_hash
+        "SELECT k.id, k.workspace_id, k.mode, k.kind, k.scopes, k.revoked_at,"
+        " w.plan, w.per_second, w.per_minute, w.per_day, w.concurrent"
+        " FROM api_keys k JOIN workspaces w ON w.id = k.workspace_id WHERE k.secret_hash = $1",
+        secret_hash,
     )
 
 

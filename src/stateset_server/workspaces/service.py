@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from stateset_server.core.clock import now_us
 from stateset_server.core.errors import ApiError
 from stateset_server.core.ids import new_id
-from stateset_server.storage import Database, Tx
+from stateset_server.storage import Database, Row, Tx
 from stateset_server.workspaces import repository
 from stateset_server.workspaces.keys import (
     KINDS,
@@ -20,8 +20,18 @@ from stateset_server.workspaces.keys import (
     parse_key,
     validate_scopes,
 )
+from stateset_server.workspaces.plans import Limits, default_plan, effective_limits, validate_plan
 
-__all__ = ["NewKey", "authenticate", "bootstrap", "create_key", "create_workspace", "revoke_key"]
+__all__ = [
+    "NewKey",
+    "authenticate",
+    "bootstrap",
+    "create_key",
+    "create_workspace",
+    "identify",
+    "revoke_key",
+    "set_plan",
+]
 
 
 @dataclass(frozen=True)
@@ -34,14 +44,30 @@ class NewKey:
     secret: str  # shown once, never stored
 
 
-async def create_workspace(db: Database, name: str) -> str:
+async def create_workspace(db: Database, name: str, plan: str | None = None, *, operator: bool = False) -> str:
+    """A new workspace on `plan` (default: $STATESET_DEFAULT_PLAN, else Enterprise)."""
+    plan, _ = validate_plan(plan or default_plan(), {})
     workspace_id = new_id("ws")
 
     async def write(tx: Tx) -> None:
-        await repository.insert_workspace(tx, workspace_id, name, now_us())
+        await repository.insert_workspace(tx, workspace_id, name, now_us(), plan, operator)
 
     await db.write(write)
     return workspace_id
+
+
+async def set_plan(db: Database, workspace_id: str, plan: str, custom: dict[str, int | None] | None = None) -> Row:
+    """Change a workspace's plan and replace its custom limits (Enterprise only; 0 = unlimited).
+    Raises PlanError for an invalid plan or limit, ValueError for an unknown workspace."""
+    plan, limits = validate_plan(plan, custom or {})
+
+    async def write(tx: Tx) -> Row:
+        row = await repository.set_plan(tx, workspace_id, plan, limits)
+        if row is None:
+            raise ValueError(f"no such workspace: {workspace_id}")
+        return row
+
+    return await db.write(write)
 
 
 async def create_key(
@@ -102,7 +128,8 @@ async def bootstrap(db: Database) -> NewKey | None:
 
     if not await db.read(empty):
         return None
-    workspace_id = await create_workspace(db, "Default workspace")
+    # The owner's workspace is the operator (it may change plans over the API) and is never throttled.
+    workspace_id = await create_workspace(db, "Default workspace", "enterprise", operator=True)
     return await create_key(db, workspace_id=workspace_id, mode="test", kind="secret", name="Sandbox key")
 
 
@@ -124,6 +151,11 @@ def bearer_token(authorization: str | None) -> str | None:
 
 
 async def authenticate(db: Database, authorization: str | None) -> Principal:
+    return (await identify(db, authorization))[0]
+
+
+async def identify(db: Database, authorization: str | None) -> tuple[Principal, Limits]:
+    """The caller and the rate limits of its key (its workspace's plan), from one query."""
     token = bearer_token(authorization)
     if token is None:
         raise ApiError(
@@ -139,14 +171,15 @@ async def authenticate(db: Database, authorization: str | None) -> Principal:
     if parse_key(token) is None:
         raise invalid
 
-    async def lookup(tx: Tx) -> Principal | None:
+    async def lookup(tx: Tx) -> tuple[Principal, Limits] | None:
         row = await repository.find_key_by_hash(tx, hash_key(token))
         if row is None or row["revoked_at"] is not None:
             return None
         scopes = frozenset(row["scopes"].split()) if row["scopes"] else frozenset()
-        return Principal(row["id"], row["workspace_id"], row["mode"], row["kind"], scopes)
+        limits = effective_limits(row["plan"], row["per_second"], row["per_minute"], row["per_day"], row["concurrent"])
+        return Principal(row["id"], row["workspace_id"], row["mode"], row["kind"], scopes), limits
 
-    principal = await db.read(lookup)
-    if principal is None:
+    found = await db.read(lookup)
+    if found is None:
         raise invalid
-    return principal
+    return found

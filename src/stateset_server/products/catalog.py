@@ -1,0 +1,53 @@
+"""The catalogue as orders see it: which SKUs have a price, and which reserve stock.
+
+Test mode has the API reference's scenario SKUs without creating them: `TEST-SUCCESS` is always in
+stock (price 10.00 when the order gives none) and `TEST-OOS` is always out of stock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from stateset_server.storage import Tx
+from stateset_server.workspaces.keys import Principal
+
+__all__ = ["SCENARIO_PRICE", "CatalogEntry", "catalog"]
+
+SCENARIO_PRICE = 10_000_000  # TEST-SUCCESS: 10.00 when the order gives no price
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """What an order needs to know about a SKU."""
+
+    name: str | None
+    category: str | None
+    price: int | None
+    currency: str | None
+    track_inventory: bool
+    always_out_of_stock: bool = False
+
+
+async def catalog(tx: Tx, principal: Principal, skus: list[str]) -> dict[str, CatalogEntry]:
+    """The catalogue entries for an order's SKUs (unknown SKUs are absent)."""
+    found: dict[str, CatalogEntry] = {}
+    if principal.mode == "test":
+        if "TEST-SUCCESS" in skus:
+            found["TEST-SUCCESS"] = CatalogEntry("Test product (always in stock)", "test", SCENARIO_PRICE, None, False)
+        if "TEST-OOS" in skus:
+            found["TEST-OOS"] = CatalogEntry("Test product (always out of stock)", "test", None, None, False, True)
+    wanted = sorted(set(skus) - set(found))
+    if wanted:
+        placeholders = ", ".join(f"${n}" for n in range(3, len(wanted) + 3))
+        rows = await tx.fetch(
+            "SELECT sku, name, category, price, currency, track_inventory FROM products"
+            f" WHERE workspace_id = $1 AND mode = $2 AND deleted_at IS NULL AND sku IN ({placeholders})",
+            principal.workspace_id,
+            principal.mode,
+            *wanted,
+        )
+        for row in rows:
+            found[row["sku"]] = CatalogEntry(
+                row["name"], row["category"], row["price"], row["currency"], bool(row["track_inventory"])
+            )
+    return found
