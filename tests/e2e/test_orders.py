@@ -59,7 +59,10 @@ def test_the_api_reference_shape_with_json_number_prices(ws: Workspace) -> None:
     assert response.status_code == 201, response.text
     order = response.json()
     assert order["customer_email"] == "customer@example.com"
-    assert order["customer"] == {"id": None, "email": "customer@example.com"}
+    # An email alone finds or creates the customer.
+    assert order["customer"] == {"id": order["customer_id"], "email": "customer@example.com"}
+    assert order["customer_id"].startswith("cus_")
+    assert ws.client().get(f"/v1/customers/{order['customer_id']}").json()["email"] == "customer@example.com"
     assert order["items"][0]["unit_price"] == "29.99"
     assert order["items"][0]["total_price"] == "59.98"
     assert order["tax"] == "5.25"  # 59.98 × 0.0875 = 5.248250 → 5.25 (half-up to cents)

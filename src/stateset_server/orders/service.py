@@ -7,6 +7,7 @@ import msgspec
 
 from stateset_server.core.clock import now_us
 from stateset_server.core.errors import ApiError
+from stateset_server.customers import service as customer_service
 from stateset_server.events import log
 from stateset_server.inventory import stock
 from stateset_server.orders import lifecycle, repository
@@ -82,7 +83,15 @@ async def insert_planned(
 ) -> OrderOut:
     """Number, store and announce one order (and pay it) inside the caller's transaction."""
     number = await repository.next_order_number(tx, principal.workspace_id, principal.mode)
-    order = msgspec.structs.replace(plan.draft, order_number=number)
+    customer_id, email = await customer_service.resolve_for_order(
+        tx,
+        principal,
+        customer_id=plan.draft.customer_id,
+        email=plan.draft.customer_email,
+        now=plan.draft.created_at,
+        request_id=request_id,
+    )
+    order = msgspec.structs.replace(plan.draft, order_number=number, customer_id=customer_id, customer_email=email)
     shown = order_out(order, base_url)
     await repository.insert_order(tx, order)
     expires = order.created_at + stock.RESERVATION_TTL_US

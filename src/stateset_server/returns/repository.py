@@ -113,7 +113,9 @@ async def returns_from_rows(tx: Tx, rows: Sequence[Row]) -> list[Return]:
         items[item["return_id"]].append(item)
     order_ids = sorted({row["order_id"] for row in rows})
     clause, args = _in(tx, order_ids, 1)
-    currencies = {r["id"]: r["currency"] for r in await tx.fetch(f"SELECT id, currency FROM orders WHERE id {clause}", *args)}
+    currencies = {
+        r["id"]: r["currency"] for r in await tx.fetch(f"SELECT id, currency FROM orders WHERE id {clause}", *args)
+    }
     return [_return(row, items[row["id"]], currencies[row["order_id"]]) for row in rows]
 
 

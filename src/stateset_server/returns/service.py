@@ -408,9 +408,7 @@ async def _change(
         shown_before = return_out(before, stamps, notes, restocked)
         now = now_us()
         changes = await effect(tx, before, now) if effect is not None else {}
-        after = msgspec.structs.replace(
-            before, status=target, version=before.version + 1, updated_at=now, **changes
-        )
+        after = msgspec.structs.replace(before, status=target, version=before.version + 1, updated_at=now, **changes)
         await repository.update_return(tx, before, after)
         return await _record(
             tx,
@@ -429,25 +427,19 @@ async def _change(
 async def approve(
     db: Database, principal: Principal, return_id: str, notes: str | None, *, request_id: str | None
 ) -> ReturnOut:
-    return await _change(
-        db, principal, return_id, ReturnStatus.APPROVED, status_reason=notes, request_id=request_id
-    )
+    return await _change(db, principal, return_id, ReturnStatus.APPROVED, status_reason=notes, request_id=request_id)
 
 
 async def reject(
     db: Database, principal: Principal, return_id: str, reason: str | None, *, request_id: str | None
 ) -> ReturnOut:
-    return await _change(
-        db, principal, return_id, ReturnStatus.REJECTED, status_reason=reason, request_id=request_id
-    )
+    return await _change(db, principal, return_id, ReturnStatus.REJECTED, status_reason=reason, request_id=request_id)
 
 
 async def cancel(
     db: Database, principal: Principal, return_id: str, reason: str | None, *, request_id: str | None
 ) -> ReturnOut:
-    return await _change(
-        db, principal, return_id, ReturnStatus.CANCELLED, status_reason=reason, request_id=request_id
-    )
+    return await _change(db, principal, return_id, ReturnStatus.CANCELLED, status_reason=reason, request_id=request_id)
 
 
 async def receive(
