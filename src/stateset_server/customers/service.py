@@ -15,6 +15,7 @@ from msgspec import UNSET
 from stateset_server.core.clock import now_us
 from stateset_server.core.errors import ApiError
 from stateset_server.core.ids import new_id
+from stateset_server.core.metadata import check_metadata, merge_metadata
 from stateset_server.customers import repository
 from stateset_server.customers.model import Customer, email_key, is_customer_id
 from stateset_server.customers.schemas import (
@@ -26,7 +27,7 @@ from stateset_server.customers.schemas import (
 )
 from stateset_server.events import log
 from stateset_server.orders.intake import _email as valid_email  # one email rule for orders and customers
-from stateset_server.orders.intake import address_dict, check_metadata
+from stateset_server.orders.intake import address_dict
 from stateset_server.storage import Database, Tx
 from stateset_server.workspaces.keys import Principal
 
@@ -88,14 +89,9 @@ def edit_customer(customer: Customer, body: UpdateCustomerIn, *, now: int) -> Cu
         if addresses != customer.addresses:
             changes["addresses"] = addresses
     if body.metadata is not None:
-        merged = dict(customer.metadata)
-        for key, value in body.metadata.items():
-            if value is None or value == "":
-                merged.pop(key, None)
-            else:
-                merged[key] = value
+        merged = merge_metadata(customer.metadata, body.metadata)
         if merged != customer.metadata:
-            changes["metadata"] = check_metadata(merged)
+            changes["metadata"] = merged
     if not changes:
         return customer
     return msgspec.structs.replace(customer, **changes, version=customer.version + 1, updated_at=now)

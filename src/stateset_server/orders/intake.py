@@ -6,7 +6,6 @@ one customer identity) and the money rules (currency precision, exact totals).
 
 from __future__ import annotations
 
-import math
 import re
 from decimal import Decimal
 from typing import Any
@@ -15,6 +14,7 @@ import msgspec
 
 from stateset_server.core.errors import ApiError
 from stateset_server.core.ids import new_id
+from stateset_server.core.metadata import check_metadata
 from stateset_server.core.money import MAX_AMOUNT_MICRO, normalize_currency, parse_amount
 from stateset_server.inventory.stock import insufficient
 from stateset_server.orders.model import LineItem, Order
@@ -25,10 +25,9 @@ from stateset_server.payments.addresses import InvalidAddress, normalize_wallet_
 from stateset_server.payments.service import PaymentRequest
 from stateset_server.products.catalog import CatalogEntry
 
-__all__ = ["check_metadata", "new_order", "payment_request"]
+__all__ = ["new_order", "payment_request"]
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-MAX_METADATA_KEYS = 50
 
 
 def _email(value: str, field: str) -> str:
@@ -36,38 +35,6 @@ def _email(value: str, field: str) -> str:
     if len(cleaned) > 254 or not _EMAIL.match(cleaned):
         raise ApiError.field(field, "Invalid email format", expected="valid email address", received=value)
     return cleaned
-
-
-def check_metadata(metadata: dict[str, Any] | None, field: str = "metadata") -> dict[str, Any]:
-    if metadata is None:
-        return {}
-    if len(metadata) > MAX_METADATA_KEYS:
-        raise ApiError.field(
-            field, f"at most {MAX_METADATA_KEYS} keys", expected=f"<= {MAX_METADATA_KEYS} keys", received=len(metadata)
-        )
-    for key, value in metadata.items():
-        where = f"{field}.{key}"
-        if not key or len(key) > 40:
-            raise ApiError.field(
-                where, "keys are 1 to 40 characters", expected="a key of 1-40 characters", received=key
-            )
-        if isinstance(value, str):
-            if len(value) > 500:
-                raise ApiError.field(
-                    where, "string values are at most 500 characters", expected="<= 500 characters", received=len(value)
-                )
-        elif isinstance(value, float):
-            if not math.isfinite(value):
-                raise ApiError.field(where, "numbers must be finite", expected="a finite number", received=str(value))
-        elif isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
-            raise ApiError.field(
-                where, "integers must fit in 64 bits", expected="a 64-bit integer", received=str(value)
-            )
-        elif value is not None and not isinstance(value, bool | int):
-            raise ApiError.field(
-                where, "values must be strings, numbers, booleans or null", expected="a scalar value", received=value
-            )
-    return metadata
 
 
 def address_dict(address: AddressIn | str | None) -> dict[str, Any] | None:

@@ -17,11 +17,11 @@ import msgspec
 
 from stateset_server.core.clock import now_us
 from stateset_server.core.errors import ApiError
+from stateset_server.core.metadata import merge_metadata
 from stateset_server.core.money import format_amount
 from stateset_server.events import log
 from stateset_server.inventory import stock
 from stateset_server.orders import repository
-from stateset_server.orders.intake import check_metadata
 from stateset_server.orders.machine import IllegalTransition, Position, allowed_next, transition
 from stateset_server.orders.model import Order
 from stateset_server.orders.present import order_out, timeline
@@ -389,13 +389,7 @@ def update(
     async def decide(tx: Tx, order: Order, now: int) -> Outcome:
         changes: dict[str, Any] = {}
         if metadata is not None:
-            merged = dict(order.metadata)
-            for key, value in metadata.items():
-                if value is None or value == "":
-                    merged.pop(key, None)
-                else:
-                    merged[key] = value
-            changes["metadata"] = check_metadata(merged)
+            changes["metadata"] = merge_metadata(order.metadata, metadata)
         if addresses:
             if order.shipped_at is not None or order.status in (S.CANCELLED, S.REFUNDED):
                 raise ApiError(

@@ -13,9 +13,9 @@ import msgspec
 from stateset_server.core.clock import iso, now_us
 from stateset_server.core.errors import ApiError
 from stateset_server.core.ids import new_id
+from stateset_server.core.metadata import check_metadata, merge_metadata
 from stateset_server.core.money import format_amount, normalize_currency, parse_amount
 from stateset_server.events import log
-from stateset_server.orders.intake import check_metadata
 from stateset_server.products.schemas import CreateProductIn, ProductOut, UpdateProductIn
 from stateset_server.storage import Row, Tx
 from stateset_server.workspaces.keys import Principal
@@ -128,13 +128,7 @@ async def update(tx: Tx, principal: Principal, sku: str, body: UpdateProductIn, 
     if body.price is not None:
         changes["price"] = parse_amount(body.price, currency, "price")
     if body.metadata is not None:
-        merged = dict(before.metadata)
-        for key, value in body.metadata.items():
-            if value is None or value == "":
-                merged.pop(key, None)
-            else:
-                merged[key] = value
-        changes["metadata"] = _encode(check_metadata(merged)).decode()
+        changes["metadata"] = _encode(merge_metadata(before.metadata, body.metadata)).decode()
     now = now_us()
     if changes:
         assignments = ", ".join(f"{name} = ${n}" for n, name in enumerate(changes, start=4))

@@ -18,8 +18,8 @@ from typing import Any
 import msgspec
 
 __all__ = [
-    "RELEASED",
     "TRANSITIONS",
+    "UNCOUNTED",
     "IllegalReturnTransition",
     "Return",
     "ReturnItem",
@@ -49,7 +49,7 @@ TRANSITIONS: dict[ReturnStatus, frozenset[ReturnStatus]] = {
 }
 
 # Statuses whose items no longer count as returned: the order may return them again.
-RELEASED = frozenset({ReturnStatus.REJECTED, ReturnStatus.CANCELLED})
+UNCOUNTED = frozenset({ReturnStatus.REJECTED, ReturnStatus.CANCELLED})
 
 
 class IllegalReturnTransition(Exception):

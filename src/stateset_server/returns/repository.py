@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from stateset_server.returns.model import RELEASED, Return, ReturnItem, ReturnStatus
+from stateset_server.returns.model import UNCOUNTED, Return, ReturnItem, ReturnStatus
 from stateset_server.storage import Row, Tx
 from stateset_server.workspaces.keys import Principal
 
@@ -36,7 +36,7 @@ _ITEM_COLUMNS = "id, return_id, order_item_id, sku, quantity, unit_price"
 # What a status change may rewrite; the order, the items and the value are fixed at creation.
 _MUTABLE = ("status", "refund_id", "restock_location", "version", "updated_at")
 # Rejected and cancelled returns give their quantities (and their share of the tax) back.
-_COUNTED = "status NOT IN (" + ", ".join(f"'{status.value}'" for status in sorted(RELEASED)) + ")"
+_COUNTED = "status NOT IN (" + ", ".join(f"'{status.value}'" for status in sorted(UNCOUNTED)) + ")"
 
 
 class ConcurrentReturnUpdate(Exception):

@@ -37,12 +37,12 @@ import msgspec
 from stateset_server.core.clock import iso, now_us
 from stateset_server.core.errors import ApiError
 from stateset_server.core.ids import new_id
+from stateset_server.core.metadata import check_metadata
 from stateset_server.core.money import format_amount, round_half_up
 from stateset_server.events import log
 from stateset_server.inventory import stock
 from stateset_server.orders import lifecycle
 from stateset_server.orders import repository as orders
-from stateset_server.orders.intake import check_metadata
 from stateset_server.orders.machine import Position, effective_status
 from stateset_server.orders.model import LineItem, Order
 from stateset_server.orders.status import OrderStatus as S
