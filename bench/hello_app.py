@@ -1,0 +1,56 @@
+"""The hello-JSON ceiling: a one-route Starlette app served exactly as `stateset-server serve` serves the API.
+
+Same server (granian), interface (ASGI), factory loading, worker count, backlog and access-log setting as
+`stateset_server.cli.cmd_serve`, so the only difference from the real server is the application itself.
+
+    python bench/hello_app.py --port 8001 [--workers 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+
+async def hello(_request: Request) -> JSONResponse:
+    return JSONResponse({"hello": "world"})
+
+
+def create_app() -> Starlette:
+    """The factory each granian worker calls, as the real server's `app_from_environment`."""
+    return Starlette(routes=[Route("/", hello)])
+
+
+def serve(host: str, port: int, workers: int) -> None:
+    from granian import Granian
+    from granian.constants import Interfaces
+
+    # Keep these arguments in step with stateset_server.cli.cmd_serve.
+    Granian(
+        "hello_app:create_app",
+        factory=True,
+        address=host,
+        port=port,
+        interface=Interfaces.ASGI,
+        workers=workers,
+        log_access=False,
+        backlog=2048,
+    ).serve()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args(argv)
+    serve(args.host, args.port, args.workers)
+
+
+if __name__ == "__main__":
+    main()
