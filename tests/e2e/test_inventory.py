@@ -279,3 +279,26 @@ def test_levels_always_equal_the_movement_ledger(ws: Workspace, steps: list[tupl
 def test_inventory_inputs_are_validated(ws: Workspace, path: str) -> None:
     response = ws.client().post(path, json={"quantity": "lots"})
     assert response.status_code == 422
+
+
+def test_inventory_lists_use_the_shared_conventions(ws: Workspace) -> None:
+    client = ws.client()
+    for sku in ("A-1", "B-2", "C-3"):
+        product(client, sku, stock=5)
+    client.post(
+        "/v1/inventory/transfer", json={"sku": "B-2", "from_location": "default", "to_location": "east", "quantity": 2}
+    )
+    order(client, "C-3", 4)
+    levels = client.get("/v1/inventory", params={"limit": 2}).json()
+    assert [(row["sku"], row["location"]) for row in levels["data"]] == [("A-1", "default"), ("B-2", "default")]
+    rest = client.get("/v1/inventory", params={"limit": 2, "cursor": levels["pagination"]["next_cursor"]}).json()
+    assert [(row["sku"], row["location"]) for row in rest["data"]] == [("B-2", "east"), ("C-3", "default")]
+    low = client.get("/v1/inventory", params={"available_lt": "3", "sort": "available"}).json()["data"]
+    assert [(row["sku"], row["available"]) for row in low] == [("C-3", 1), ("B-2", 2)]
+    moves = client.get("/v1/inventory/B-2/movements", params={"kind_in": "transfer_in,transfer_out"}).json()
+    assert sorted(m["kind"] for m in moves["data"]) == ["transfer_in", "transfer_out"]
+    assert moves["pagination"]["total_count"] == 2
+    assert client.get("/v1/inventory", params={"colour": "red"}).status_code == 400
+    client.delete("/v1/products/A-1")
+    listed = client.get("/v1/products", params={"limit": 10}).json()
+    assert [p["sku"] for p in listed["data"]] == ["C-3", "B-2"] and listed["pagination"]["total_count"] == 2

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import msgspec
 from msgspec import Meta
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -13,6 +14,8 @@ from stateset_server.core import idempotency
 from stateset_server.core.clock import iso, now_us
 from stateset_server.core.errors import ApiError
 from stateset_server.core.http import ApiRoute, json_response, read_json, rendered
+from stateset_server.core.listing import Field, ListSpec, fetch_page, list_parameters, parse_list_query
+from stateset_server.core.pagination import list_envelope
 from stateset_server.inventory import stock
 from stateset_server.storage import Tx
 from stateset_server.workspaces.keys import Principal
@@ -129,23 +132,69 @@ async def transfer_inventory(request: Request, principal: Principal | None) -> R
     return rendered(_ok, await request.app.state.db.write(write))
 
 
+MOVEMENT_LIST = ListSpec(
+    table="inventory_movements",
+    fields={
+        "id": Field("id", "integer", sortable=True),
+        "sku": Field("sku", "string"),
+        "location": Field("location", "string"),
+        "kind": Field("kind", "string"),
+        "reference": Field("reference", "string"),
+        "created_at": Field("created_at", "datetime", sortable=True),
+    },
+    aliases={"created_after": ("created_at", "gt"), "created_before": ("created_at", "lt")},
+    search=("reason", "reference"),
+    default_sort=("id", "desc"),
+)
+LEVEL_LIST = ListSpec(
+    table="inventory_levels",
+    fields={
+        "sku": Field("sku", "string", sortable=True),
+        "location": Field("location", "string", sortable=True),
+        "on_hand": Field("on_hand", "integer", sortable=True),
+        "reserved": Field("reserved", "integer", sortable=True),
+        "available": Field("(on_hand - reserved)", "integer", sortable=True),
+        "updated_at": Field("updated_at", "datetime", sortable=True),
+    },
+    search=("sku", "location"),
+    default_sort=("sku", "asc"),
+    id_column="sku || '@' || location",  # a level is one SKU at one location
+)
+
+
 async def list_movements(request: Request, principal: Principal | None) -> Response:
+    """The movement ledger of one SKU, newest first, with the shared list conventions."""
     assert principal is not None
-    sku = request.path_params["sku"]
-    rows = await request.app.state.db.read(
-        lambda tx: tx.fetch(
-            "SELECT id, location, kind, on_hand_delta, reserved_delta, reason, reference, created_at"
-            " FROM inventory_movements WHERE workspace_id = $1 AND mode = $2 AND sku = $3 ORDER BY id DESC LIMIT 100",
-            principal.workspace_id,
-            principal.mode,
-            sku,
-        )
-    )
-    data = [{"object": "inventory_movement", "id": row["id"], "sku": sku, "location": row["location"],
-             "kind": row["kind"], "on_hand_delta": row["on_hand_delta"], "reserved_delta": row["reserved_delta"],
-             "reason": row["reason"], "reference": row["reference"], "created_at": iso(row["created_at"])}
-            for row in rows]  # fmt: skip
-    return json_response({"object": "list", "data": data})
+    params = QueryParams([*request.query_params.multi_items(), ("sku", request.path_params["sku"])])
+    query = parse_list_query(params, MOVEMENT_LIST)
+
+    async def read(tx: Tx) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        columns = "id, sku, location, kind, on_hand_delta, reserved_delta, reason, reference, created_at"
+        page = await fetch_page(tx, MOVEMENT_LIST, query, principal, columns)
+        data = [{"object": "inventory_movement", "id": row["id"], "sku": row["sku"], "location": row["location"],
+                 "kind": row["kind"], "on_hand_delta": row["on_hand_delta"],
+                 "reserved_delta": row["reserved_delta"], "reason": row["reason"], "reference": row["reference"],
+                 "created_at": iso(row["created_at"])} for row in page.rows]  # fmt: skip
+        return data, page.pagination()
+
+    data, pagination = await request.app.state.db.read(read)
+    return json_response(list_envelope(request, data, pagination))
+
+
+async def list_levels(request: Request, principal: Principal | None) -> Response:
+    """Stock levels, one row per SKU and location, with the shared list conventions."""
+    assert principal is not None
+    query = parse_list_query(request.query_params, LEVEL_LIST)
+
+    async def read(tx: Tx) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        page = await fetch_page(tx, LEVEL_LIST, query, principal, "sku, location, on_hand, reserved")
+        data = [{"object": "inventory_level", "sku": row["sku"],
+                 **_level(stock.Level(row["sku"], row["location"], row["on_hand"], row["reserved"]))}
+                for row in page.rows]  # fmt: skip
+        return data, page.pagination()
+
+    data, pagination = await request.app.state.db.read(read)
+    return json_response(list_envelope(request, data, pagination))
 
 
 async def reconcile_inventory(request: Request, principal: Principal | None) -> Response:
@@ -163,8 +212,11 @@ _ERRORS = ("INSUFFICIENT_INVENTORY", "VALIDATION_ERROR", "INVALID_FIELD_FORMAT")
 ROUTES = [
     ApiRoute("GET", "/v1/inventory/{sku}", retrieve_inventory, scope="inventory:read",
              summary="Stock of a SKU per location (on_hand, reserved, available)", tag="Inventory"),
+    ApiRoute("GET", "/v1/inventory", list_levels, scope="inventory:read",
+             summary="Stock levels per SKU and location", tag="Inventory", query=list_parameters(LEVEL_LIST)),
     ApiRoute("GET", "/v1/inventory/{sku}/movements", list_movements, scope="inventory:read",
-             summary="The latest 100 movements of a SKU (newest first)", tag="Inventory"),
+             summary="The movement ledger of a SKU (newest first)", tag="Inventory",
+             query=list_parameters(MOVEMENT_LIST)),
     ApiRoute("POST", "/v1/inventory/{sku}/adjust", adjust_inventory, scope="inventory:write",
              summary="Add or remove stock on hand at a location", tag="Inventory", request_body=AdjustIn,
              errors=_ERRORS),

@@ -20,7 +20,7 @@ __all__ = ["PRODUCT_LIST", "ROUTES"]
 
 _CREATED = Field("created_at", "datetime", sortable=True)
 PRODUCT_LIST = ListSpec(
-    table="products",
+    table="(SELECT * FROM products WHERE deleted_at IS NULL) AS products",
     fields={
         "id": Field("id", "string"),
         "sku": Field("sku", "string", sortable=True),
@@ -58,9 +58,8 @@ async def list_products(request: Request, principal: Principal | None) -> Respon
     query = parse_list_query(request.query_params, PRODUCT_LIST)
 
     async def read(tx: Tx) -> tuple[list[ProductOut], dict[str, Any]]:
-        # The list engine scopes by workspace and mode; deleted products are filtered after.
-        page = await fetch_page(tx, PRODUCT_LIST, query, principal, service.COLUMNS + ", deleted_at")
-        return [service.product_out(row) for row in page.rows if row["deleted_at"] is None], page.pagination()
+        page = await fetch_page(tx, PRODUCT_LIST, query, principal, service.COLUMNS)
+        return [service.product_out(row) for row in page.rows], page.pagination()
 
     products, pagination = await request.app.state.db.read(read)
     return json_response(list_envelope(request, products, pagination))
