@@ -533,3 +533,24 @@ def test_the_order_hook_checks_our_ids_and_keeps_external_ones(
     with pytest.raises(ApiError) as raised:
         resolve(server, principal, customer_id=gone["id"], field="customer.id")
     assert raised.value.details["field"] == "customer.id"
+
+
+def test_racing_email_changes_never_500(ws: Workspace) -> None:
+    import asyncio
+
+    import httpx
+
+    client = ws.client()
+    ids = [client.post("/v1/customers", json={"email": f"racer{i}@example.com"}).json()["id"] for i in range(20)]
+
+    async def race() -> list[int]:
+        async with httpx.AsyncClient(
+            base_url=ws.server.base_url, headers={"Authorization": f"Bearer {ws.secret}"}
+        ) as c:
+            responses = await asyncio.gather(
+                *(c.patch(f"/v1/customers/{cid}", json={"email": "winner@example.com"}, timeout=30) for cid in ids)
+            )
+        return [r.status_code for r in responses]
+
+    codes = asyncio.run(race())
+    assert codes.count(200) == 1 and all(code == 409 for code in codes if code != 200), codes

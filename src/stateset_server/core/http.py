@@ -28,7 +28,7 @@ from stateset_server.core.errors import ApiError
 from stateset_server.core.forms import FormError, form_to_json
 from stateset_server.core.ids import new_id
 from stateset_server.core.validation import decode_body, decode_optional_body
-from stateset_server.storage.database import StorageUnavailable
+from stateset_server.storage.database import StorageUnavailable, is_unique_violation
 from stateset_server.workspaces.keys import Principal
 
 __all__ = [
@@ -262,7 +262,14 @@ class ApiRoute:
                 request,
                 ApiError("SERVICE_UNAVAILABLE", "The database is temporarily unavailable; retry shortly."),
             )
-        except Exception:
+        except Exception as exc:
+            if is_unique_violation(exc):
+                # A specific check lost a race to a concurrent request (e.g. two creates of one email):
+                # a conflict for the client to retry, never a 500.
+                return error_response(
+                    request,
+                    ApiError("RESOURCE_CONFLICT", "A concurrent request changed the same resource; retry.", {}),
+                )
             log.exception("unhandled error (request %s)", request.scope.get("request_id"))
             return error_response(
                 request, ApiError("INTERNAL_ERROR", "An unexpected error occurred. It has been logged.")

@@ -6,7 +6,16 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol, TypeVar
 
-__all__ = ["Database", "Row", "StorageUnavailable", "Tx", "open_database", "sqlite_path", "with_database"]
+__all__ = [
+    "Database",
+    "Row",
+    "StorageUnavailable",
+    "Tx",
+    "is_unique_violation",
+    "open_database",
+    "sqlite_path",
+    "with_database",
+]
 
 T = TypeVar("T")
 # Both sqlite3.Row and asyncpg.Record index by column name and by position.
@@ -47,6 +56,17 @@ class Database(Protocol):
 
     async def ping(self) -> None: ...
     async def close(self) -> None: ...
+
+
+def is_unique_violation(exc: BaseException) -> bool:
+    """A unique constraint refused a write (both engines) — a conflict with a concurrent change."""
+    import sqlite3
+
+    import asyncpg
+
+    if isinstance(exc, asyncpg.UniqueViolationError):
+        return True
+    return isinstance(exc, sqlite3.IntegrityError) and "UNIQUE constraint failed" in str(exc)
 
 
 def sqlite_path(url: str) -> str:
