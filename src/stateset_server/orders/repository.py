@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
+from stateset_server.core.errors import ApiError
 from stateset_server.orders.model import LineItem, Order
 from stateset_server.orders.status import OrderStatus
 from stateset_server.payments.model import Payment
@@ -198,8 +199,16 @@ async def update_order(tx: Tx, before: Order, after: Order) -> None:
         raise ConcurrentUpdate(before.id)
 
 
-class ConcurrentUpdate(Exception):
-    """Another transaction changed the order first; the caller's transaction must be rolled back."""
+class ConcurrentUpdate(ApiError):
+    """Another transaction changed the order first: the caller's transaction rolls back and the
+    client gets a 409 to retry (row locks make this rare; the version check makes it safe)."""
+
+    def __init__(self, order_id: str) -> None:
+        super().__init__(
+            "RESOURCE_CONFLICT",
+            f"Order {order_id} was changed by a concurrent request; retry.",
+            {"id": order_id},
+        )
 
 
 def _in(tx: Tx, values: list[str]) -> tuple[str, list[object]]:
