@@ -1,0 +1,1 @@
+"""Webhooks: endpoints, signed deliveries from a durable outbox, and the real-time stream."""
