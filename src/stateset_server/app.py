@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -11,6 +12,7 @@ from functools import partial
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.routing import WebSocketRoute
 
 from stateset_server.core.clock import now_us
 from stateset_server.core.http import ApiRoute, RequestIdMiddleware, http_exception_handler
@@ -29,6 +31,10 @@ from stateset_server.products.routes import ROUTES as PRODUCT_ROUTES
 from stateset_server.returns.routes import ROUTES as RETURN_ROUTES
 from stateset_server.settings import Settings
 from stateset_server.storage import open_database
+from stateset_server.webhooks import realtime
+from stateset_server.webhooks.dispatcher import Dispatcher, DispatchSettings
+from stateset_server.webhooks.routes import ROUTES as WEBHOOK_ROUTES
+from stateset_server.webhooks.ssrf import UrlPolicy
 from stateset_server.workspaces.plans import default_plan
 from stateset_server.workspaces.routes import ROUTES as WORKSPACE_ROUTES
 from stateset_server.workspaces.service import authenticate, identify
@@ -44,6 +50,7 @@ API_ROUTES: list[ApiRoute] = [
     *INVENTORY_ROUTES,
     *RETURN_ROUTES,
     *EVENT_ROUTES,
+    *WEBHOOK_ROUTES,
     *WORKSPACE_ROUTES,
 ]
 
@@ -52,6 +59,10 @@ def create_app(settings: Settings) -> Starlette:
     # Fail at start, not on the first order, when a setting is malformed.
     pricing, fees = settings.pricing(), settings.fees()
     default_plan()  # and when STATESET_DEFAULT_PLAN names no plan
+    # And when a webhook setting is: the URL policy and the dispatcher's schedule.
+    url_policy, dispatch_settings = UrlPolicy.from_env(), DispatchSettings.from_env()
+    # Deliveries are sent by this process unless dedicated `stateset-server worker` processes do it.
+    in_server_dispatcher = os.environ.get("STATESET_WEBHOOK_WORKER", "").strip().lower() != "external"
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -73,15 +84,27 @@ def create_app(settings: Settings) -> Starlette:
         app.state.pricing = pricing
         app.state.fees = fees
         app.state.public_url = settings.public_url
+        app.state.webhook_url_policy = url_policy
+        # One per process: fans committed events out to this process's WebSocket subscribers.
+        broadcaster = app.state.realtime = realtime.Broadcaster(db)
+        await broadcaster.start()
+        # On the raw database: deliveries are never part of a request's idempotent transaction.
+        dispatcher = Dispatcher(raw, dispatch_settings, url_policy) if in_server_dispatcher else None
+        if dispatcher is not None:
+            dispatcher.start()
         try:
             yield
         finally:
+            await broadcaster.stop()  # closes the streams while the database is still open
+            if dispatcher is not None:
+                await dispatcher.stop()  # before the database closes: it records what is in flight
             purger.cancel()
             expirer.cancel()
             await limiter.stop()
             await db.close()
 
     routes = [route.starlette_route() for route in API_ROUTES] + docs_routes(build_openapi(API_ROUTES))
+    routes.append(WebSocketRoute("/v1/ws", realtime.stream, name="GET /v1/ws"))
     return Starlette(
         routes=routes,
         middleware=[Middleware(RequestIdMiddleware)],

@@ -1,10 +1,12 @@
-"""The `stateset-server` command: serve, migrate, keys, workspaces."""
+"""The `stateset-server` command: serve, worker, migrate, keys, workspaces."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any, TypeVar
@@ -12,7 +14,7 @@ from typing import Any, TypeVar
 from stateset_server import __version__
 from stateset_server.core.clock import iso
 from stateset_server.settings import DEFAULT_DATABASE_URL, Settings
-from stateset_server.storage import Database, with_database
+from stateset_server.storage import Database, open_database, with_database
 from stateset_server.storage.database import StorageUnavailable
 from stateset_server.storage.migrate import MigrationError, migrate
 from stateset_server.workspaces import repository, service
@@ -66,6 +68,44 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log_access=False,
         backlog=2048,
     ).serve()
+    return 0
+
+
+async def _run_worker(url: str, concurrency: int | None) -> None:
+    from stateset_server.webhooks.dispatcher import Dispatcher, DispatchSettings
+    from stateset_server.webhooks.ssrf import UrlPolicy
+
+    settings, policy = DispatchSettings.from_env(concurrency), UrlPolicy.from_env()
+    db = await open_database(url)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    dispatcher = Dispatcher(db, settings, policy)
+    print(
+        f"stateset-server {__version__}: webhook worker {dispatcher.worker} on {url}"
+        f" (concurrency {settings.concurrency})",
+        flush=True,
+    )
+    dispatcher.start()
+    try:
+        await stop.wait()
+    finally:
+        await dispatcher.stop()  # in-flight deliveries finish or are released for other workers
+        await db.close()
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Only the webhook dispatcher, no API: run any number of these (with STATESET_WEBHOOK_WORKER=external
+    on the servers, or alongside their own dispatchers); leases keep them from sending anything twice."""
+    if args.concurrency is not None and args.concurrency < 1:
+        raise ValueError("--concurrency must be at least 1")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    url = _database_url(args)
+    applied = asyncio.run(migrate(url))
+    if applied:
+        print(f"stateset-server: applied migrations {applied} to {url}", flush=True)
+    asyncio.run(_run_worker(url, args.concurrency))
     return 0
 
 
@@ -157,6 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
     serve.set_defaults(func=cmd_serve)
+
+    worker = with_db(commands.add_parser("worker", help="send webhook deliveries (no API); run as many as needed"))
+    worker.add_argument(
+        "--concurrency", type=int, help="deliveries in flight at once (default: $STATESET_WEBHOOK_CONCURRENCY or 16)"
+    )
+    worker.set_defaults(func=cmd_worker)
 
     with_db(commands.add_parser("migrate", help="apply pending schema migrations")).set_defaults(func=cmd_migrate)
 

@@ -8,6 +8,7 @@ from stateset_server import API_VERSION
 from stateset_server.core.clock import iso
 from stateset_server.core.ids import new_id
 from stateset_server.storage import Row, Tx
+from stateset_server.webhooks import outbox
 from stateset_server.workspaces.keys import Principal
 
 __all__ = ["COLUMNS", "EventOut", "append", "event_out", "get_event", "object_events"]
@@ -49,6 +50,10 @@ async def append(
         principal.key_id,
         created_at,
         object_status,
+    )
+    # The event's webhook deliveries commit (or roll back) with it: the outbox.
+    await outbox.enqueue(
+        tx, workspace_id=principal.workspace_id, mode=principal.mode, event_id=event_id, event_type=type, now=created_at
     )
     return event_id
 

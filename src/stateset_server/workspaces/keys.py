@@ -32,7 +32,7 @@ __all__ = [
 KINDS = {"secret": "sk", "restricted": "rk", "publishable": "pk"}
 MODES = ("test", "live")
 # Resources a restricted key can be granted `:read` or `:write` on.
-RESOURCES = ("orders", "events", "payments", "products", "inventory", "customers", "returns")
+RESOURCES = ("orders", "events", "payments", "products", "inventory", "customers", "returns", "webhooks")
 # Client-side operations a publishable key may perform (paying an order from a checkout page).
 PUBLISHABLE_SCOPES = frozenset({"orders:pay"})
 
