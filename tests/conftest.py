@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -52,6 +53,24 @@ def dispose_database_url(url: str) -> None:
         drop_pg_database(url)
 
 
+@contextmanager
+def servers_on_new_database(
+    engine: str, folder: str, env: dict[str, str], count: int = 1
+) -> Iterator[list[ServerProcess]]:
+    """`count` server processes sharing one new database of `engine`; all stopped and the database
+    dropped afterwards."""
+    url = make_database_url(engine, folder)
+    started: list[ServerProcess] = []
+    try:
+        for _ in range(count):
+            started.append(ServerProcess(url, env=env).start())
+        yield started
+    finally:
+        for process in reversed(started):
+            process.stop()
+        dispose_database_url(url)
+
+
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])
 def engine(request: pytest.FixtureRequest) -> str:
     return str(request.param)
@@ -59,13 +78,8 @@ def engine(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="session")
 def server(engine: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    url = make_database_url(engine, str(tmp_path_factory.mktemp(f"server-{engine}")))
-    process = ServerProcess(url, env=PRICING_ENV).start()
-    try:
-        yield process
-    finally:
-        process.stop()
-        dispose_database_url(url)
+    with servers_on_new_database(engine, str(tmp_path_factory.mktemp(f"server-{engine}")), PRICING_ENV) as (one,):
+        yield one
 
 
 @pytest.fixture

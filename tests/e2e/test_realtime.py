@@ -22,7 +22,7 @@ from websockets.exceptions import ConnectionClosed
 from stateset_server.core.errors import ApiError
 from stateset_server.webhooks import realtime
 from stateset_server.workspaces.keys import Principal
-from tests.conftest import PRICING_ENV, dispose_database_url, make_database_url
+from tests.conftest import PRICING_ENV, servers_on_new_database
 from tests.support import ServerProcess, Workspace, new_workspace
 
 ORDER = {"items": [{"sku": "A", "quantity": 1, "price": "5.00"}]}
@@ -32,17 +32,9 @@ Frame = dict[str, Any]
 @pytest.fixture(scope="module")
 def pair(engine: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, ServerProcess]]:
     """Server A (where the streams connect) and server B (where the writes go), one database."""
-    url = make_database_url(engine, str(tmp_path_factory.mktemp(f"realtime-{engine}")))
-    a = b = None
-    try:
-        a = ServerProcess(url, env=PRICING_ENV).start()
-        b = ServerProcess(url, env=PRICING_ENV).start()
+    folder = str(tmp_path_factory.mktemp(f"realtime-{engine}"))
+    with servers_on_new_database(engine, folder, PRICING_ENV, count=2) as (a, b):
         yield a, b
-    finally:
-        for server in (b, a):
-            if server is not None:
-                server.stop()
-        dispose_database_url(url)
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.conftest import dispose_database_url, make_database_url
+from tests.conftest import servers_on_new_database
 from tests.support import ServerProcess, Workspace, new_workspace
 
 # Small retry base so a whole schedule step takes a fraction of a second; short lease so a killed
@@ -159,13 +159,8 @@ def receiver() -> Iterator[Receiver]:
 
 @pytest.fixture(scope="module")
 def wh_server(engine: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    url = make_database_url(engine, str(tmp_path_factory.mktemp(f"webhooks-{engine}")))
-    process = ServerProcess(url, env=WEBHOOK_ENV).start()
-    try:
-        yield process
-    finally:
-        process.stop()
-        dispose_database_url(url)
+    with servers_on_new_database(engine, str(tmp_path_factory.mktemp(f"webhooks-{engine}")), WEBHOOK_ENV) as (one,):
+        yield one
 
 
 @pytest.fixture
