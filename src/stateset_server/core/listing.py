@@ -402,6 +402,19 @@ async def fetch_page(tx: Tx, spec: ListSpec, query: ListQuery, principal: Princi
     )
 
 
+async def read_page(
+    db: Any, spec: ListSpec, query: ListQuery, principal: Principal, columns: str, present: Callable[[Row], Any]
+) -> tuple[list[Any], dict[str, Any]]:
+    """One page of a list whose rows are shown one by one: (the shown rows, the pagination block)."""
+
+    async def read(tx: Tx) -> tuple[list[Any], dict[str, Any]]:
+        page = await fetch_page(tx, spec, query, principal, columns)
+        return [present(row) for row in page.rows], page.pagination()
+
+    result: tuple[list[Any], dict[str, Any]] = await db.read(read)
+    return result
+
+
 def list_parameters(spec: ListSpec) -> tuple[tuple[str, str, str], ...]:
     """The query parameters of a list, for its OpenAPI description."""
     sortable = ", ".join(sorted(n for n, f in spec.fields.items() if f.sortable))

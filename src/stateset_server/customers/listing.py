@@ -6,10 +6,10 @@ from typing import Any
 
 from starlette.datastructures import QueryParams
 
-from stateset_server.core.listing import OPERATORS, Field, ListQuery, ListSpec, fetch_page, parse_list_query
+from stateset_server.core.listing import OPERATORS, Field, ListQuery, ListSpec, parse_list_query, read_page
 from stateset_server.customers.repository import CUSTOMER_COLUMNS, customer_from_row
 from stateset_server.customers.schemas import customer_out
-from stateset_server.storage import Database, Tx
+from stateset_server.storage import Database
 from stateset_server.workspaces.keys import Principal
 
 __all__ = ["CUSTOMER_LIST", "list_customers", "parse_customer_query"]
@@ -52,8 +52,7 @@ def parse_customer_query(params: QueryParams) -> ListQuery:
 
 
 async def list_customers(db: Database, principal: Principal, query: ListQuery) -> dict[str, Any]:
-    async def read(tx: Tx) -> dict[str, Any]:
-        page = await fetch_page(tx, CUSTOMER_LIST, query, principal, CUSTOMER_COLUMNS)
-        return {"data": [customer_out(customer_from_row(row)) for row in page.rows], "pagination": page.pagination()}
-
-    return await db.read(read)
+    data, pagination = await read_page(
+        db, CUSTOMER_LIST, query, principal, CUSTOMER_COLUMNS, lambda row: customer_out(customer_from_row(row))
+    )
+    return {"data": data, "pagination": pagination}

@@ -7,7 +7,7 @@ from starlette.responses import Response
 
 from stateset_server.core.errors import ApiError
 from stateset_server.core.http import ApiRoute, json_response
-from stateset_server.core.listing import Page, fetch_page, list_parameters, parse_list_query
+from stateset_server.core.listing import list_parameters, parse_list_query, read_page
 from stateset_server.core.pagination import list_envelope
 from stateset_server.events import log
 from stateset_server.events.listing import EVENT_LIST
@@ -35,12 +35,8 @@ async def list_events(request: Request, principal: Principal | None) -> Response
     assert principal is not None
     query = parse_list_query(request.query_params, EVENT_LIST)
 
-    async def read(tx: Tx) -> tuple[list[log.EventOut], Page]:
-        page = await fetch_page(tx, EVENT_LIST, query, principal, log.COLUMNS)
-        return [log.event_out(row) for row in page.rows], page
-
-    events, page = await request.app.state.db.read(read)
-    return json_response(list_envelope(request, events, page.pagination()))
+    events, pagination = await read_page(request.app.state.db, EVENT_LIST, query, principal, log.COLUMNS, log.event_out)
+    return json_response(list_envelope(request, events, pagination))
 
 
 ROUTES = [

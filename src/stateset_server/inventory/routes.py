@@ -14,10 +14,10 @@ from stateset_server.core import idempotency
 from stateset_server.core.clock import iso, now_us
 from stateset_server.core.errors import ApiError
 from stateset_server.core.http import ApiRoute, json_response, read_json, rendered
-from stateset_server.core.listing import Field, ListSpec, fetch_page, list_parameters, parse_list_query
+from stateset_server.core.listing import Field, ListSpec, list_parameters, parse_list_query, read_page
 from stateset_server.core.pagination import list_envelope
 from stateset_server.inventory import stock
-from stateset_server.storage import Tx
+from stateset_server.storage import Row, Tx
 from stateset_server.workspaces.keys import Principal
 
 __all__ = ["ROUTES"]
@@ -162,22 +162,25 @@ LEVEL_LIST = ListSpec(
 )
 
 
+def _movement(row: Row) -> dict[str, Any]:
+    return {"object": "inventory_movement", "id": row["id"], "sku": row["sku"], "location": row["location"],
+            "kind": row["kind"], "on_hand_delta": row["on_hand_delta"], "reserved_delta": row["reserved_delta"],
+            "reason": row["reason"], "reference": row["reference"], "created_at": iso(row["created_at"])}  # fmt: skip
+
+
+def _level_row(row: Row) -> dict[str, Any]:
+    level = stock.Level(row["sku"], row["location"], row["on_hand"], row["reserved"])
+    return {"object": "inventory_level", "sku": row["sku"], **_level(level)}
+
+
 async def list_movements(request: Request, principal: Principal | None) -> Response:
     """The movement ledger of one SKU, newest first, with the shared list conventions."""
     assert principal is not None
     params = QueryParams([*request.query_params.multi_items(), ("sku", request.path_params["sku"])])
     query = parse_list_query(params, MOVEMENT_LIST)
 
-    async def read(tx: Tx) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        columns = "id, sku, location, kind, on_hand_delta, reserved_delta, reason, reference, created_at"
-        page = await fetch_page(tx, MOVEMENT_LIST, query, principal, columns)
-        data = [{"object": "inventory_movement", "id": row["id"], "sku": row["sku"], "location": row["location"],
-                 "kind": row["kind"], "on_hand_delta": row["on_hand_delta"],
-                 "reserved_delta": row["reserved_delta"], "reason": row["reason"], "reference": row["reference"],
-                 "created_at": iso(row["created_at"])} for row in page.rows]  # fmt: skip
-        return data, page.pagination()
-
-    data, pagination = await request.app.state.db.read(read)
+    columns = "id, sku, location, kind, on_hand_delta, reserved_delta, reason, reference, created_at"
+    data, pagination = await read_page(request.app.state.db, MOVEMENT_LIST, query, principal, columns, _movement)
     return json_response(list_envelope(request, data, pagination))
 
 
@@ -186,14 +189,8 @@ async def list_levels(request: Request, principal: Principal | None) -> Response
     assert principal is not None
     query = parse_list_query(request.query_params, LEVEL_LIST)
 
-    async def read(tx: Tx) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        page = await fetch_page(tx, LEVEL_LIST, query, principal, "sku, location, on_hand, reserved")
-        data = [{"object": "inventory_level", "sku": row["sku"],
-                 **_level(stock.Level(row["sku"], row["location"], row["on_hand"], row["reserved"]))}
-                for row in page.rows]  # fmt: skip
-        return data, page.pagination()
-
-    data, pagination = await request.app.state.db.read(read)
+    columns = "sku, location, on_hand, reserved"
+    data, pagination = await read_page(request.app.state.db, LEVEL_LIST, query, principal, columns, _level_row)
     return json_response(list_envelope(request, data, pagination))
 
 

@@ -9,11 +9,10 @@ from starlette.responses import Response
 
 from stateset_server.core import idempotency
 from stateset_server.core.http import ApiRoute, json_response, read_json, rendered
-from stateset_server.core.listing import Field, ListSpec, fetch_page, list_parameters, parse_list_query
+from stateset_server.core.listing import Field, ListSpec, list_parameters, parse_list_query, read_page
 from stateset_server.core.pagination import list_envelope
 from stateset_server.products import service
 from stateset_server.products.schemas import CreateProductIn, ProductOut, UpdateProductIn
-from stateset_server.storage import Tx
 from stateset_server.workspaces.keys import Principal
 
 __all__ = ["PRODUCT_LIST", "ROUTES"]
@@ -57,11 +56,8 @@ async def list_products(request: Request, principal: Principal | None) -> Respon
     assert principal is not None
     query = parse_list_query(request.query_params, PRODUCT_LIST)
 
-    async def read(tx: Tx) -> tuple[list[ProductOut], dict[str, Any]]:
-        page = await fetch_page(tx, PRODUCT_LIST, query, principal, service.COLUMNS)
-        return [service.product_out(row) for row in page.rows], page.pagination()
-
-    products, pagination = await request.app.state.db.read(read)
+    db = request.app.state.db
+    products, pagination = await read_page(db, PRODUCT_LIST, query, principal, service.COLUMNS, service.product_out)
     return json_response(list_envelope(request, products, pagination))
 
 

@@ -18,7 +18,7 @@ from stateset_server import API_VERSION
 from stateset_server.core.clock import iso, now_us
 from stateset_server.core.errors import ApiError
 from stateset_server.core.ids import new_id
-from stateset_server.core.listing import Field, ListQuery, ListSpec, fetch_page
+from stateset_server.core.listing import Field, ListQuery, ListSpec, fetch_page, read_page
 from stateset_server.core.metadata import check_metadata, merge_metadata
 from stateset_server.events import log
 from stateset_server.storage import Database, Row, Tx
@@ -183,13 +183,12 @@ async def create_endpoint(db: Database, principal: Principal, draft: Endpoint) -
 
 
 async def list_endpoints(db: Database, principal: Principal, query: ListQuery) -> dict[str, Any]:
-    async def read(tx: Tx) -> dict[str, Any]:
-        page = await fetch_page(tx, WEBHOOK_LIST, query, principal, repository.ENDPOINT_COLUMNS)
-        now = now_us()
-        data = [webhook_out(repository.endpoint_from_row(row), now=now) for row in page.rows]
-        return {"data": data, "pagination": page.pagination()}
-
-    return await db.read(read)
+    now = now_us()
+    data, pagination = await read_page(
+        db, WEBHOOK_LIST, query, principal, repository.ENDPOINT_COLUMNS,
+        lambda row: webhook_out(repository.endpoint_from_row(row), now=now),
+    )  # fmt: skip
+    return {"data": data, "pagination": pagination}
 
 
 async def get_endpoint(db: Database, principal: Principal, endpoint_id: str) -> WebhookOut:
