@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from functools import lru_cache
 
 __all__ = ["iso", "now_us"]
 
@@ -12,7 +13,12 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
+@lru_cache(maxsize=4096)
+def _second(seconds: int) -> str:
+    return f"{datetime.fromtimestamp(seconds, UTC):%Y-%m-%dT%H:%M:%S}"
+
+
 def iso(micros: int) -> str:
     """`2024-06-25T12:00:00.123Z` — millisecond precision, always UTC with a `Z`."""
-    moment = datetime.fromtimestamp(micros // 1_000_000, UTC)
-    return f"{moment:%Y-%m-%dT%H:%M:%S}.{(micros // 1000) % 1000:03d}Z"
+    seconds, rest = divmod(micros, 1_000_000)
+    return f"{_second(seconds)}.{rest // 1000:03d}Z"

@@ -169,8 +169,8 @@ class IdempotentDatabase:
         self.dialect = db.dialect
         self.url = db.url
 
-    async def read(self, fn: Callable[[Tx], Awaitable[T]]) -> T:
-        return await self._db.read(fn)
+    async def read(self, fn: Callable[[Tx], Awaitable[T]], *, snapshot: bool = True) -> T:
+        return await self._db.read(fn, snapshot=snapshot)
 
     async def ping(self) -> None:
         await self._db.ping()

@@ -31,10 +31,12 @@ async def append(
     request_id: str | None,
     previous_attributes: bytes | None = None,
     object_status: str | None = None,
+    event_id: str | None = None,
 ) -> str:
     """Write one event; `data` is the object's JSON snapshot after the change, `object_status` its
-    status after the change (the timeline lists the events where it changed)."""
-    event_id = new_id("evt")
+    status after the change (the timeline lists the events where it changed). `event_id` when the
+    caller needed it before writing (default: a new one)."""
+    event_id = event_id or new_id("evt")
     await tx.execute(
         f"INSERT INTO events ({COLUMNS.removeprefix('seq, ')})"
         " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",

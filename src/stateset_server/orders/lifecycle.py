@@ -22,6 +22,7 @@ from stateset_server.core.money import format_amount
 from stateset_server.events import log
 from stateset_server.inventory import stock
 from stateset_server.orders import repository
+from stateset_server.orders.document import document_of
 from stateset_server.orders.machine import IllegalTransition, Position, allowed_next, transition
 from stateset_server.orders.model import Order
 from stateset_server.orders.present import order_out, timeline
@@ -104,7 +105,6 @@ async def apply(
         after = msgspec.structs.replace(after, payments=[*after.payments, outcome.payment])
     if outcome.refunds:
         after = msgspec.structs.replace(after, payments=await order_payments(tx, before.id))
-    await repository.update_order(tx, before, after)
     shown_before, shown = order_out(before, base_url), order_out(after, base_url)
     data, previous = _encode(shown), _encode(_previous(shown_before, shown))
     for event_type in outcome.events:
@@ -121,6 +121,7 @@ async def apply(
             object_status=after.status.value,
         )
     shown.timeline = timeline(await log.object_events(tx, principal, before.id))
+    await repository.update_order(tx, before, after, document_of(shown))
     return shown, outcome
 
 

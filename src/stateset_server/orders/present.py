@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from stateset_server.core.clock import iso
 from stateset_server.core.money import format_amount
+from stateset_server.orders.document import payment_url
 from stateset_server.orders.model import Order
 from stateset_server.orders.schemas import (
     CardOut,
@@ -105,7 +106,7 @@ def order_out(order: Order, base_url: str) -> OrderOut:
         billing_address=order.billing_address,
         metadata=order.metadata,
         notes=order.notes,
-        payment_url=f"{base_url}/pay/{order.id}",
+        payment_url=payment_url(base_url, order.id),
         created_at=iso(order.created_at),
         updated_at=iso(order.updated_at),
         amount_paid=format_amount(order.amount_paid, money),

@@ -11,7 +11,15 @@ from stateset_server.payments.model import Payment
 from stateset_server.payments.repository import PAYMENT_COLUMNS, order_payments
 from stateset_server.storage import Row, Tx
 
-__all__ = ["ORDER_COLUMNS", "get_order", "insert_order", "next_order_number", "orders_from_rows", "update_order"]
+__all__ = [
+    "ORDER_COLUMNS",
+    "get_document",
+    "get_order",
+    "insert_order",
+    "next_order_number",
+    "orders_from_rows",
+    "update_order",
+]
 
 _encode = msgspec.json.encode
 ORDER_COLUMNS = (
@@ -47,9 +55,10 @@ async def next_order_number(tx: Tx, workspace_id: str, mode: str) -> int:
     )
 
 
-async def insert_order(tx: Tx, order: Order) -> None:
+async def insert_order(tx: Tx, order: Order, document: str) -> None:
+    """Store a new order, its items and its document (orders/document.py)."""
     await tx.execute(
-        f"INSERT INTO orders ({ORDER_COLUMNS}) VALUES ({', '.join(f'${n}' for n in range(1, 33))})",
+        f"INSERT INTO orders ({ORDER_COLUMNS}, document) VALUES ({', '.join(f'${n}' for n in range(1, 34))})",
         order.id,
         order.workspace_id,
         order.mode,
@@ -82,6 +91,7 @@ async def insert_order(tx: Tx, order: Order) -> None:
         order.shipped_at,
         order.delivered_at,
         order.cancelled_at,
+        document,
     )
     await tx.executemany(
         f"INSERT INTO order_items ({_ITEM_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -156,6 +166,14 @@ def _order(row: Row, items: list[Row], payments: list[Payment]) -> Order:
     )
 
 
+async def get_document(tx: Tx, workspace_id: str, mode: str, order_id: str) -> tuple[str | None] | None:
+    """The order's stored document (None inside when the order predates documents); None: no order."""
+    row = await tx.fetchrow(
+        "SELECT document FROM orders WHERE id = $1 AND workspace_id = $2 AND mode = $3", order_id, workspace_id, mode
+    )
+    return None if row is None else (row[0],)
+
+
 async def get_order(tx: Tx, workspace_id: str, mode: str, order_id: str, *, for_update: bool = False) -> Order | None:
     """The order when it exists in this workspace and mode; another tenant's id reads as absent."""
     lock = " FOR UPDATE" if for_update else ""
@@ -180,19 +198,22 @@ def _column_value(order: Order, name: str) -> object:
     return value
 
 
-async def update_order(tx: Tx, before: Order, after: Order) -> None:
-    """Write the changed columns of `after`, which must be `before` plus one change (version + 1).
+async def update_order(tx: Tx, before: Order, after: Order, document: str) -> None:
+    """Write the changed columns of `after`, which must be `before` plus one change (version + 1),
+    and its new document.
 
     The version check makes a lost update impossible even without a row lock.
     """
     assert after.version == before.version + 1
     changed = [name for name in _MUTABLE if getattr(before, name) != getattr(after, name)]
-    assignments = ", ".join(f"{name} = ${n}" for n, name in enumerate(changed, start=4))
+    assignments = ", ".join(f"{name} = ${n}" for n, name in enumerate(changed, start=5))
     row = await tx.fetchrow(
-        f"UPDATE orders SET {assignments} WHERE id = $1 AND workspace_id = $2 AND version = $3 RETURNING id",
+        f"UPDATE orders SET document = $4, {assignments}"
+        " WHERE id = $1 AND workspace_id = $2 AND version = $3 RETURNING id",
         before.id,
         before.workspace_id,
         before.version,
+        document,
         *(_column_value(after, name) for name in changed),
     )
     if row is None:

@@ -74,10 +74,10 @@ async def list_orders(request: Request, principal: Principal | None) -> Response
 
 async def retrieve_order(request: Request, principal: Principal | None) -> Response:
     assert principal is not None
-    order = await service.get_order(
+    body = await service.get_order(
         request.app.state.db, principal, request.path_params["order_id"], base_url=base_url(request)
     )
-    return json_response(order)
+    return Response(body, media_type="application/json")
 
 
 async def _run(request: Request, principal: Principal, decide: Decide) -> tuple[OrderOut, Outcome]:

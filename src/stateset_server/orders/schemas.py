@@ -257,7 +257,6 @@ class OrderOut(msgspec.Struct):
     billing_address: dict[str, Any] | None
     metadata: dict[str, Any]
     notes: str | None
-    payment_url: str
     created_at: str
     updated_at: str
     amount_paid: str
@@ -273,3 +272,5 @@ class OrderOut(msgspec.Struct):
     cancelled_at: str | None
     object: str = "order"
     timeline: list[TimelineEntry] | msgspec.UnsetType = msgspec.UNSET  # on GET and create, not in events
+    # Last, so the stored document (orders/document.py) is the JSON up to it: it depends on the request.
+    payment_url: str = ""

@@ -7,10 +7,12 @@ import msgspec
 
 from stateset_server.core.clock import now_us
 from stateset_server.core.errors import ApiError
+from stateset_server.core.ids import new_id
 from stateset_server.customers import service as customer_service
 from stateset_server.events import log
 from stateset_server.inventory import stock
 from stateset_server.orders import lifecycle, repository
+from stateset_server.orders.document import document_of, respond
 from stateset_server.orders.intake import new_order, payment_request
 from stateset_server.orders.model import Order
 from stateset_server.orders.present import order_out, timeline
@@ -37,7 +39,7 @@ async def create_order(
     request_id: str | None,
 ) -> OrderOut:
     """Create an order; with a `payment` block, pay it in the same transaction (all or nothing)."""
-    known = await db.read(lambda tx: catalog(tx, principal, [item.sku for item in body.items]))
+    known = await db.read(lambda tx: catalog(tx, principal, [item.sku for item in body.items]), snapshot=False)
     plan = plan_order(body, principal, pricing=pricing, fees=fees, known=known)
 
     async def write(tx: Tx) -> OrderOut:
@@ -93,30 +95,32 @@ async def insert_planned(
     )
     order = msgspec.structs.replace(plan.draft, order_number=number, customer_id=customer_id, customer_email=email)
     shown = order_out(order, base_url)
-    await repository.insert_order(tx, order)
+    data, event_id = _encode(shown), new_id("evt")  # the event's snapshot has no timeline
+    shown.timeline = [TimelineEntry("CREATED", shown.created_at, "order.created", event_id)]
+    await repository.insert_order(tx, order, document_of(shown))
     expires = order.created_at + stock.RESERVATION_TTL_US
     for sku, quantity in plan.tracked.items():
         await stock.reserve(
             tx, principal, order_id=order.id, sku=sku, quantity=quantity, expires_at=expires,
             now=order.created_at, request_id=request_id,
         )  # fmt: skip
-    event_id = await log.append(
+    await log.append(
         tx,
         principal=principal,
         type="order.created",
         object_type="order",
         object_id=order.id,
-        data=_encode(shown),
+        data=data,
         created_at=order.created_at,
         request_id=request_id,
         object_status=order.status.value,
+        event_id=event_id,
     )
     if plan.pay is not None:
         paid, _outcome = await lifecycle.apply(
             tx, principal, order, plan.pay, now=order.created_at, base_url=base_url, request_id=request_id
         )
         return paid
-    shown.timeline = [TimelineEntry("CREATED", shown.created_at, "order.created", event_id)]
     return shown
 
 
@@ -124,7 +128,17 @@ def _shown(value: object) -> str | None:
     return None if value is None else str(value)
 
 
-async def get_order(db: Database, principal: Principal, order_id: str, *, base_url: str) -> OrderOut:
+async def get_order(db: Database, principal: Principal, order_id: str, *, base_url: str) -> bytes:
+    """The order's JSON: its stored document (one statement), or rendered from its rows when it
+    predates documents."""
+    found = await db.read(
+        lambda tx: repository.get_document(tx, principal.workspace_id, principal.mode, order_id), snapshot=False
+    )
+    if found is None:
+        raise ApiError.not_found("order", order_id)
+    if found[0] is not None:
+        return respond(found[0], base_url, order_id)
+
     async def read(tx: Tx) -> OrderOut | None:
         order = await repository.get_order(tx, principal.workspace_id, principal.mode, order_id)
         if order is None:
@@ -136,7 +150,7 @@ async def get_order(db: Database, principal: Principal, order_id: str, *, base_u
     shown = await db.read(read)
     if shown is None:
         raise ApiError.not_found("order", order_id)
-    return shown
+    return _encode(shown)
 
 
 async def order_currency(db: Database, principal: Principal, order_id: str) -> str:
@@ -151,7 +165,7 @@ async def order_currency(db: Database, principal: Principal, order_id: str) -> s
         )
         return None if value is None else str(value)
 
-    currency = await db.read(read)
+    currency = await db.read(read, snapshot=False)
     if currency is None:
         raise ApiError.not_found("order", order_id)
     return currency

@@ -80,10 +80,13 @@ class PostgresDatabase:
         except _UNAVAILABLE as exc:
             raise StorageUnavailable(str(exc)) from exc
 
-    async def read(self, fn: Callable[[PostgresTx], Awaitable[T]]) -> T:
+    async def read(self, fn: Callable[[PostgresTx], Awaitable[T]], *, snapshot: bool = True) -> T:
         try:
-            async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-                return await fn(PostgresTx(conn))
+            async with self._pool.acquire() as conn:
+                if not snapshot:
+                    return await fn(PostgresTx(conn))
+                async with conn.transaction(isolation="repeatable_read", readonly=True):
+                    return await fn(PostgresTx(conn))
         except _UNAVAILABLE as exc:
             raise StorageUnavailable(str(exc)) from exc
 

@@ -1,23 +1,26 @@
-"""SQLite engine: WAL, fsync on every commit, and one group-commit writer thread per process.
+"""SQLite engine: WAL, fsync on every commit, and one group-commit writer per process.
 
-Why a writer thread that commits in groups: with `synchronous=FULL` every COMMIT costs an fsync
-(~100 µs here). The writer takes everything that queued while the previous fsync ran, runs each unit
-of work under its own SAVEPOINT (one failing unit never fails its neighbours), and commits the group
-once. A caller's future resolves only after that COMMIT returned, so every acknowledged write is on
-disk. At low load a group is a single write; there is no timer and no added latency.
+Why a writer that commits in groups: with `synchronous=FULL` every COMMIT costs an fsync (~100 µs
+here). The writer takes everything that queued while the previous fsync ran, runs each unit of work
+under its own SAVEPOINT (one failing unit never fails its neighbours), and commits the group once.
+A caller's future resolves only after that COMMIT returned, so every acknowledged write is on disk.
+At low load a group is a single write; there is no timer and no added latency.
+
+The units run on the event loop; only BEGIN IMMEDIATE and COMMIT, the calls that wait, go to a
+thread. (An earlier writer thread ran the units too: every statement then handed the GIL between
+the two threads, which cost more than the statements — measured in docs/benchmarks.md.)
 
 Reads run on the event loop over a separate connection in one short read transaction (a WAL
-snapshot), which never blocks the writer.
+snapshot), which never blocks the writer; a single-statement read skips BEGIN/COMMIT.
 """
 
 from __future__ import annotations
 
 import asyncio
-import queue
 import re
 import sqlite3
-import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -105,79 +108,75 @@ class SQLiteTx:
         self._conn.executemany(_sql(sql), rows)
 
 
-_Item = tuple[Callable[[SQLiteTx], Awaitable[Any]], asyncio.Future[Any], asyncio.AbstractEventLoop]
+_Unit = tuple[Callable[[SQLiteTx], Awaitable[Any]], asyncio.Future[Any]]
 
 
-class _GroupCommitWriter(threading.Thread):
+class _GroupCommitWriter:
+    """Runs write units on the event loop inside one open transaction; BEGIN and COMMIT go to a thread.
+
+    The units' statements are short and run where their Python runs, so no statement hands the GIL
+    to another thread (handing it over per statement cost more than the statements). The two calls
+    that can wait — BEGIN IMMEDIATE for another process's write lock, COMMIT for its fsync — run in
+    a dedicated thread while the loop serves other requests; whatever queues meanwhile is the next
+    group.
+    """
+
     def __init__(self, path: str) -> None:
-        super().__init__(name="sqlite-writer", daemon=True)
-        self._path = path
-        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._conn = connect(path)
+        self._tx = SQLiteTx(self._conn)
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-commit")
+        self._pending: list[_Unit] = []
+        self._draining: asyncio.Task[None] | None = None
         self.groups = 0
         self.units = 0
 
     def submit(self, fn: Callable[[SQLiteTx], Awaitable[T]]) -> asyncio.Future[T]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        self._queue.put((fn, future, loop))
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._pending.append((fn, future))
+        if self._draining is None:
+            self._draining = asyncio.get_running_loop().create_task(self._drain())
         return future
 
-    def stop(self) -> None:
-        self._queue.put(None)
-
-    def run(self) -> None:
-        conn = connect(self._path)
-        tx = SQLiteTx(conn)
+    async def _drain(self) -> None:
         try:
-            while True:
-                first = self._queue.get()
-                if first is None:
-                    return
-                group = [first]
-                stopping = False
-                while len(group) < MAX_GROUP:
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if item is None:
-                        stopping = True
-                        break
-                    group.append(item)
-                try:
-                    self._commit_group(conn, tx, group)
-                except Exception as exc:  # never let the writer die: later writes would hang
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    self._settle_all(group, StorageUnavailable(f"write failed: {exc}"))
-                if stopping:
-                    return
+            while self._pending:
+                group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
+                await self._commit_group(group)
         finally:
-            conn.close()
+            self._draining = None
 
-    def _commit_group(self, conn: sqlite3.Connection, tx: SQLiteTx, group: list[_Item]) -> None:
+    async def _in_thread(self, sql: str) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._io, self._conn.execute, sql)
+
+    async def _commit_group(self, group: list[_Unit]) -> None:
+        conn = self._conn
         try:
-            outcomes = self._run_group(conn, tx, group)
-        except sqlite3.Error as exc:  # BEGIN, SAVEPOINT or COMMIT failed: the whole group is undone
+            await self._in_thread("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            _settle_all(group, StorageUnavailable(f"write transaction failed: {exc}"))
+            return
+        try:
+            outcomes = self._run_group(group)
+            await self._in_thread("COMMIT")
+        except Exception as exc:  # a savepoint or the COMMIT failed: the whole group is undone
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            self._settle_all(group, StorageUnavailable(f"write transaction failed: {exc}"))
+            _settle_all(group, StorageUnavailable(f"write transaction failed: {exc}"))
             return
         self.groups += 1
         self.units += len(group)
-        by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
-        for (_fn, _future, loop), outcome in zip(group, outcomes, strict=True):
-            by_loop.setdefault(loop, []).append(outcome)
-        for loop, items in by_loop.items():
-            loop.call_soon_threadsafe(_settle, items)
+        for future, result, exc in outcomes:
+            if future.cancelled():
+                continue
+            if exc is None:
+                future.set_result(result)
+            else:
+                future.set_exception(exc)
 
-    @staticmethod
-    def _run_group(
-        conn: sqlite3.Connection, tx: SQLiteTx, group: list[_Item]
-    ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
+    def _run_group(self, group: list[_Unit]) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
+        conn, tx = self._conn, self._tx
         outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
-        conn.execute("BEGIN IMMEDIATE")
-        for fn, future, _loop in group:
+        for fn, future in group:
             conn.execute("SAVEPOINT unit")
             try:
                 result = run_sync(fn(tx))
@@ -188,21 +187,18 @@ class _GroupCommitWriter(threading.Thread):
             else:
                 conn.execute("RELEASE unit")
                 outcomes.append((future, result, None))
-        conn.execute("COMMIT")
         return outcomes
 
-    def _settle_all(self, group: list[_Item], exc: BaseException) -> None:
-        for _fn, future, loop in group:
-            loop.call_soon_threadsafe(_settle, [(future, None, exc)])
+    async def close(self) -> None:
+        while self._draining is not None:
+            await asyncio.shield(self._draining)
+        self._io.shutdown(wait=True)
+        self._conn.close()
 
 
-def _settle(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
-    for future, result, exc in outcomes:
-        if future.cancelled():
-            continue
-        if exc is None:
-            future.set_result(result)
-        else:
+def _settle_all(group: list[_Unit], exc: BaseException) -> None:
+    for _fn, future in group:
+        if not future.cancelled():
             future.set_exception(exc)
 
 
@@ -215,7 +211,6 @@ class SQLiteDatabase:
         self._writer = _GroupCommitWriter(path)
         self._reader = connect(path, readonly=True)
         self._read_tx = SQLiteTx(self._reader)
-        self._writer.start()
 
     @classmethod
     def open(cls, url: str) -> SQLiteDatabase:
@@ -224,9 +219,11 @@ class SQLiteDatabase:
     async def write(self, fn: Callable[[SQLiteTx], Awaitable[T]]) -> T:
         return await self._writer.submit(fn)
 
-    async def read(self, fn: Callable[[SQLiteTx], Awaitable[T]]) -> T:
+    async def read(self, fn: Callable[[SQLiteTx], Awaitable[T]], *, snapshot: bool = True) -> T:
         # Synchronous on the loop: no other coroutine can interleave inside this snapshot.
         reader = self._reader
+        if not snapshot:
+            return run_sync(fn(self._read_tx))
         try:
             reader.execute("BEGIN")
         except sqlite3.Error as exc:
@@ -243,6 +240,5 @@ class SQLiteDatabase:
             raise StorageUnavailable(str(exc)) from exc
 
     async def close(self) -> None:
-        self._writer.stop()
-        await asyncio.get_running_loop().run_in_executor(None, self._writer.join)
+        await self._writer.close()
         self._reader.close()

@@ -179,7 +179,7 @@ async def identify(db: Database, authorization: str | None) -> tuple[Principal, 
         limits = effective_limits(row["plan"], row["per_second"], row["per_minute"], row["per_day"], row["concurrent"])
         return Principal(row["id"], row["workspace_id"], row["mode"], row["kind"], scopes), limits
 
-    found = await db.read(lookup)
+    found = await db.read(lookup, snapshot=False)
     if found is None:
         raise invalid
     return found

@@ -1,0 +1,35 @@
+"""The stored order document: the order's JSON as the API shows it, minus its payment_url.
+
+Every change to an order rewrites it in the change's own transaction (`repository.insert_order`,
+`repository.update_order`), so a GET is one indexed row read and a byte copy. `payment_url` depends on
+the address the request came to, so it is the last field of `OrderOut` and is cut off here and put
+back per request: the cut is exact because `,"payment_url":` can only occur in the JSON as that key
+(inside a JSON string every quote is escaped).
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from stateset_server.orders.schemas import OrderOut
+
+__all__ = ["document_of", "respond"]
+
+_encode = msgspec.json.encode
+_KEY = b',"payment_url":'
+
+
+def document_of(shown: OrderOut) -> str:
+    """The document for `shown`, which must carry its timeline."""
+    assert shown.timeline is not msgspec.UNSET, "an order document includes the timeline"
+    raw = _encode(shown)
+    return raw[: raw.rindex(_KEY)].decode()
+
+
+def payment_url(base_url: str, order_id: str) -> str:
+    return f"{base_url}/pay/{order_id}"
+
+
+def respond(document: str, base_url: str, order_id: str) -> bytes:
+    """The response body for a stored document, for a request that came to `base_url`."""
+    return b"".join((document.encode(), _KEY, _encode(payment_url(base_url, order_id)), b"}"))
