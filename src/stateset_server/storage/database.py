@@ -30,6 +30,7 @@ class Tx(Protocol):
     """One open transaction. SQL uses `$1, $2, …` placeholders in both dialects."""
 
     dialect: str
+    access_epoch: Any  # the database's change marker for keys and plans (storage/epoch.py), or None
 
     async def fetchrow(self, sql: str, *args: Any) -> Row | None: ...
     async def fetch(self, sql: str, *args: Any) -> list[Row]: ...
@@ -39,6 +40,11 @@ class Tx(Protocol):
 
     def savepoint(self) -> AbstractAsyncContextManager[None]:
         """A nested transaction: an exception inside undoes only what was written inside."""
+        ...
+
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        """Call `fn` once the transaction has ended (committed or not: callers only invalidate caches,
+        and invalidating for nothing is harmless)."""
         ...
 
 
@@ -57,6 +63,9 @@ class Database(Protocol):
 
     async def ping(self) -> None: ...
     async def close(self) -> None: ...
+
+    # A marker that changes whenever API keys or plans do, for per-process caches; None: don't cache.
+    access_epoch: Any
 
 
 def is_unique_violation(exc: BaseException) -> bool:

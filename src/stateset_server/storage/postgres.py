@@ -35,8 +35,14 @@ _UNAVAILABLE = (
 class PostgresTx:
     dialect = "postgres"
 
+    access_epoch = None
+
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
+        self.committed: list[Callable[[], None]] = []
+
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        self.committed.append(fn)
 
     async def fetchrow(self, sql: str, *args: Any) -> Row | None:
         return await self._conn.fetchrow(sql, *args)
@@ -60,6 +66,9 @@ class PostgresTx:
 class PostgresDatabase:
     dialect = "postgres"
 
+    # No cross-host marker yet: on PostgreSQL every request reads its key from the database.
+    access_epoch = None
+
     def __init__(self, url: str, pool: asyncpg.Pool) -> None:
         self.url = url
         self._pool = pool
@@ -74,11 +83,16 @@ class PostgresDatabase:
         return cls(url, pool)
 
     async def write(self, fn: Callable[[PostgresTx], Awaitable[T]]) -> T:
+        tx = None
         try:
             async with self._pool.acquire() as conn, conn.transaction():
-                return await fn(PostgresTx(conn))
+                tx = PostgresTx(conn)
+                return await fn(tx)
         except _UNAVAILABLE as exc:
             raise StorageUnavailable(str(exc)) from exc
+        finally:
+            for callback in tx.committed if tx is not None else ():
+                callback()
 
     async def read(self, fn: Callable[[PostgresTx], Awaitable[T]], *, snapshot: bool = True) -> T:
         try:

@@ -25,6 +25,7 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 from stateset_server.storage.database import Row, StorageUnavailable, sqlite_path
+from stateset_server.storage.epoch import FileEpoch
 
 __all__ = ["SQLiteDatabase", "connect", "run_sync"]
 
@@ -71,9 +72,14 @@ def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
 class SQLiteTx:
     dialect = "sqlite"
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, access_epoch: FileEpoch | None = None) -> None:
         self._conn = conn
         self._depth = 0
+        self.access_epoch = access_epoch
+        self.committed: list[Callable[[], None]] = []
+
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        self.committed.append(fn)
 
     @asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
@@ -121,9 +127,9 @@ class _GroupCommitWriter:
     group.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, access_epoch: FileEpoch | None) -> None:
         self._conn = connect(path)
-        self._tx = SQLiteTx(self._conn)
+        self._tx = SQLiteTx(self._conn, access_epoch)
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-commit")
         self._pending: list[_Unit] = []
         self._draining: asyncio.Task[None] | None = None
@@ -163,6 +169,10 @@ class _GroupCommitWriter:
                 conn.execute("ROLLBACK")
             _settle_all(group, StorageUnavailable(f"write transaction failed: {exc}"))
             return
+        finally:
+            callbacks, self._tx.committed = self._tx.committed, []
+            for callback in callbacks:
+                callback()
         self.groups += 1
         self.units += len(group)
         for future, result, exc in outcomes:
@@ -208,7 +218,8 @@ class SQLiteDatabase:
     def __init__(self, url: str, path: str) -> None:
         self.url = url
         self.path = path
-        self._writer = _GroupCommitWriter(path)
+        self.access_epoch = FileEpoch.beside(path)
+        self._writer = _GroupCommitWriter(path, self.access_epoch)
         self._reader = connect(path, readonly=True)
         self._read_tx = SQLiteTx(self._reader)
 
@@ -242,3 +253,5 @@ class SQLiteDatabase:
     async def close(self) -> None:
         await self._writer.close()
         self._reader.close()
+        if self.access_epoch is not None:
+            self.access_epoch.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
+from typing import Any
 
 from stateset_server.core.clock import now_us
 from stateset_server.core.errors import ApiError
@@ -170,9 +171,16 @@ async def identify(db: Database, authorization: str | None) -> tuple[Principal, 
     )
     if parse_key(token) is None:
         raise invalid
+    secret_hash = hash_key(token)
+    # A valid key seen before, if nothing about keys or plans changed since (in any process).
+    epoch = db.access_epoch
+    tag = epoch.read() if epoch is not None else None
+    cached = _known.get(secret_hash)
+    if cached is not None and cached[0] is epoch and cached[1] == tag:
+        return cached[2]
 
     async def lookup(tx: Tx) -> tuple[Principal, Limits] | None:
-        row = await repository.find_key_by_hash(tx, hash_key(token))
+        row = await repository.find_key_by_hash(tx, secret_hash)
         if row is None or row["revoked_at"] is not None:
             return None
         scopes = frozenset(row["scopes"].split()) if row["scopes"] else frozenset()
@@ -181,5 +189,14 @@ async def identify(db: Database, authorization: str | None) -> tuple[Principal, 
 
     found = await db.read(lookup, snapshot=False)
     if found is None:
-        raise invalid
+        raise invalid  # unknown and revoked keys are never cached: a new key works at once
+    if epoch is not None:
+        if len(_known) >= _KNOWN_MAX:
+            _known.clear()
+        _known[secret_hash] = (epoch, tag, found)
     return found
+
+
+# Valid keys by hash → (the epoch they were read under, its value then, what identify returns).
+_known: dict[str, tuple[Any, bytes | None, tuple[Principal, Limits]]] = {}
+_KNOWN_MAX = 10_000
