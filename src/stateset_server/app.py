@@ -15,6 +15,7 @@ from starlette.middleware import Middleware
 from starlette.routing import WebSocketRoute
 
 from stateset_server.core.clock import now_us
+from stateset_server.core.fastpath import ApiApp
 from stateset_server.core.http import ApiRoute, RequestIdMiddleware, http_exception_handler
 from stateset_server.core.idempotency import IdempotentDatabase, purge_expired
 from stateset_server.core.ratelimit import open_limiter
@@ -103,9 +104,11 @@ def create_app(settings: Settings) -> Starlette:
             await limiter.stop()
             await db.close()
 
-    routes = [route.starlette_route() for route in API_ROUTES] + docs_routes(build_openapi(API_ROUTES))
+    api_routes = [(route, route.starlette_route()) for route in API_ROUTES]
+    routes = [route for _api, route in api_routes] + docs_routes(build_openapi(API_ROUTES))
     routes.append(WebSocketRoute("/v1/ws", realtime.stream, name="GET /v1/ws"))
-    return Starlette(
+    return ApiApp(
+        api_routes=api_routes,
         routes=routes,
         middleware=[Middleware(RequestIdMiddleware)],
         exception_handlers={HTTPException: http_exception_handler},

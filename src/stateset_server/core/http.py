@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -65,26 +64,30 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = None
-        for name, value in scope["headers"]:
-            if name == b"x-request-id":
-                candidate = value.decode("latin-1")
-                if _SANE_REQUEST_ID.match(candidate):
-                    request_id = candidate
-                break
-        if request_id is None:
-            request_id = new_id("req")
-        scope["request_id"] = request_id
-        scope["started"] = time.perf_counter()
-        header = (b"x-request-id", request_id.encode())
+        await self.app(scope, receive, with_request_id(scope, send))
 
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                # X-RateLimit-* of an admitted request (ApiRoute puts them in the scope after authenticating).
-                message["headers"] = [*message.get("headers", ()), header, *scope.get("rate_limit_headers", ())]
-            await send(message)
 
-        await self.app(scope, receive, send_with_id)
+def with_request_id(scope: Scope, send: Send) -> Send:
+    """Put the request's id in the scope and a `send` that adds it (and X-RateLimit-*) to the response."""
+    request_id = None
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            candidate = value.decode("latin-1")
+            if _SANE_REQUEST_ID.match(candidate):
+                request_id = candidate
+            break
+    if request_id is None:
+        request_id = new_id("req")
+    scope["request_id"] = request_id
+    header = (b"x-request-id", request_id.encode())
+
+    async def send_with_id(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            # X-RateLimit-* of an admitted request (ApiRoute puts them in the scope after authenticating).
+            message["headers"] = [*message.get("headers", ()), header, *scope.get("rate_limit_headers", ())]
+        await send(message)
+
+    return send_with_id
 
 
 def rendered(render: Callable[[Any], tuple[int, Any]], result: Any) -> Response:
@@ -227,9 +230,9 @@ class ApiRoute:
     query: tuple[tuple[str, str, str], ...] = field(default=())  # (name, JSON type, description)
 
     def starlette_route(self) -> Route:
-        return Route(self.path, self._endpoint, methods=[self.method], name=f"{self.method} {self.path}")
+        return Route(self.path, self.endpoint, methods=[self.method], name=f"{self.method} {self.path}")
 
-    async def _endpoint(self, request: Request) -> Response:
+    async def endpoint(self, request: Request) -> Response:
         token = inflight = admission = None
         try:
             principal = None
