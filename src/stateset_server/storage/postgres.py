@@ -32,6 +32,15 @@ _UNAVAILABLE = (
 )
 
 
+async def _reset(conn: asyncpg.Connection) -> None:
+    """What a connection needs before going back to the pool. Nothing here sets session state on a
+    pooled connection (no LISTEN, SET, advisory locks or cursors outside transactions), so asyncpg's
+    default reset — a round trip on every release — is only a safety net for an unfinished
+    transaction."""
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
+
+
 class PostgresTx:
     dialect = "postgres"
 
@@ -77,7 +86,7 @@ class PostgresDatabase:
     async def open(cls, url: str) -> PostgresDatabase:
         size = int(os.environ.get("STATESET_PG_POOL_SIZE", "20"))
         try:
-            pool = await asyncpg.create_pool(url, min_size=1, max_size=size, command_timeout=60)
+            pool = await asyncpg.create_pool(url, min_size=1, max_size=size, command_timeout=60, reset=_reset)
         except _UNAVAILABLE as exc:
             raise StorageUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
         return cls(url, pool)

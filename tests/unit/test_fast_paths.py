@@ -1,0 +1,103 @@
+"""The hot-path shortcuts are exact: the route index picks what Starlette's router picks, the stored
+document round-trips, ids keep their shape, and the key-cache epoch is shared between processes."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import msgspec
+import pytest
+from starlette.routing import Match
+
+from stateset_server.app import API_ROUTES
+from stateset_server.core.fastpath import RouteIndex
+from stateset_server.core.ids import _base62, new_id, random_token
+from stateset_server.orders.document import document_of, respond
+from stateset_server.orders.schemas import CustomerRef, OrderOut, ShippingDetails, TimelineEntry
+from stateset_server.storage.epoch import FileEpoch
+
+PAIRS = [(api, api.starlette_route()) for api in API_ROUTES]
+
+
+def _scope(method: str, path: str) -> dict:
+    return {"type": "http", "method": method, "path": path, "root_path": "", "headers": [], "query_string": b""}
+
+
+def _starlette_choice(method: str, path: str) -> object | None:
+    scope = _scope(method, path)
+    for _api, route in PAIRS:
+        match, _child = route.matches(scope)
+        if match is Match.FULL:
+            return route
+    return None
+
+
+def _samples() -> list[tuple[str, str]]:
+    concrete = [(api.method, re.sub(r"\{[^}]+\}", "x_1", api.path)) for api in API_ROUTES]
+    # Static segments that also fit a parameter of another route (e.g. /v1/orders/bulk), wrong methods,
+    # unknown paths and a trailing slash: the index must agree with Starlette on every one.
+    extra = [(m, p) for _m, p in concrete for m in ("GET", "POST", "DELETE")]
+    extra += [("GET", "/v1/nothing"), ("GET", "/v1/orders/"), ("GET", "/"), ("GET", "/v1/orders/a/b/c/d")]
+    return concrete + extra
+
+
+@pytest.mark.parametrize(("method", "path"), _samples())
+def test_the_route_index_picks_what_the_router_picks(method: str, path: str) -> None:
+    found = RouteIndex(PAIRS).find(_scope(method, path))
+    expected = _starlette_choice(method, path)
+    if expected is None:
+        assert found is None
+        return
+    assert found is not None
+    api, child = found
+    assert (api.method, api.path) == (method, expected.path)
+    assert child["path_params"] == expected.matches(_scope(method, path))[1]["path_params"]
+
+
+def test_a_parameter_in_the_first_two_segments_is_refused() -> None:
+    api = API_ROUTES[0]
+    with pytest.raises(ValueError, match="must be fixed"):
+        RouteIndex([(replace(api, path="/v1/{x}"), replace(api, path="/v1/{x}").starlette_route())])
+
+
+def _order(metadata: dict) -> OrderOut:
+    return OrderOut(
+        id="ord_1", order_number=1001, status="CREATED", livemode=False, currency="USD", customer_id=None,
+        customer_email="a@b.c", customer=CustomerRef(None, "a@b.c"), items=[], line_items=[], subtotal="1.00",
+        tax="0.00", shipping="0.00", total="1.00", total_amount="1.00", shipping_address=None,
+        shipping_method=None, billing_address=None, metadata=metadata, notes='"}', created_at="t",
+        updated_at="t", amount_paid="0.00", amount_refunded="0.00", amount_due="1.00", payment=None,
+        payments=[], shipping_details=ShippingDetails(None, None, None, None, None, None), status_reason=None,
+        resume_status=None, paid_at=None, fulfilled_at=None, cancelled_at=None,
+        timeline=[TimelineEntry("CREATED", "t", "order.created", "evt_1")],
+        payment_url="http://old/pay/ord_1",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("metadata", [{}, {"k": ',"payment_url":"http://evil"}'}, {',"payment_url":': "v"}])
+def test_a_document_is_the_order_with_the_payment_url_of_the_request(metadata: dict) -> None:
+    shown = _order(metadata)
+    body = msgspec.json.decode(respond(document_of(shown), "https://shop.example", "ord_1"))
+    expected = msgspec.to_builtins(shown) | {"payment_url": "https://shop.example/pay/ord_1"}
+    assert body == expected
+
+
+def test_ids_keep_their_shape_and_do_not_repeat() -> None:
+    ids = [new_id("ord") for _ in range(20_000)]
+    assert len(set(ids)) == len(ids)
+    assert all(re.fullmatch(r"ord_[0-9A-Za-z]{22}", i) for i in ids)
+    assert _base62(0, 22) == "0" * 22 and _base62(61, 3) == "00z" and _base62(62, 3) == "010"
+    assert re.fullmatch(r"[0-9A-Za-z]{33}", random_token())
+
+
+def test_the_epoch_is_shared_by_every_opener_of_the_database(tmp_path: Path) -> None:
+    first, second = FileEpoch.beside(str(tmp_path / "s.db")), FileEpoch.beside(str(tmp_path / "s.db"))
+    assert first is not None and second is not None
+    before = second.read()
+    assert first.read() == before
+    first.bump()
+    assert second.read() != before and second.read() == first.read()
+    assert FileEpoch.beside(":memory:") is None
+    assert FileEpoch.beside(str(tmp_path / "missing-dir" / "s.db")) is None
