@@ -61,3 +61,19 @@ def test_the_payment_url_follows_the_address_the_request_came_to(ws: Workspace) 
     assert {k: v for k, v in there.items() if k != "payment_url"} == {
         k: v for k, v in here.items() if k != "payment_url"
     }
+
+
+def test_list_items_are_the_orders_without_their_timeline_with_or_without_documents(ws: Workspace) -> None:
+    client = ws.client()
+    ids = [order_in(ws, status)["id"] for status in ("CREATED", "PAID", "SHIPPED")]
+    _forget_document(ws, ids[1])  # one order from before documents, rendered from its rows
+    listed = client.get("/v1/orders", params={"limit": 10}).json()
+    by_id = {item["id"]: item for item in listed["data"]}
+    assert set(by_id) == set(ids)
+    for order_id in ids:
+        fetched = client.get(f"/v1/orders/{order_id}").json()
+        assert by_id[order_id] == {k: v for k, v in fetched.items() if k != "timeline"}
+    summaries = {s["id"]: s for s in listed["orders"]}
+    assert summaries[ids[2]] == {
+        k: by_id[ids[2]][k] for k in ("id", "customer_id", "status", "total", "currency", "created_at")
+    }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -79,6 +80,7 @@ def with_request_id(scope: Scope, send: Send) -> Send:
     if request_id is None:
         request_id = new_id("req")
     scope["request_id"] = request_id
+    scope["started"] = time.perf_counter()  # for list envelopes' meta.response_time_ms
     header = (b"x-request-id", request_id.encode())
 
     async def send_with_id(message: Message) -> None:

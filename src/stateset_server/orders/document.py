@@ -13,10 +13,11 @@ import msgspec
 
 from stateset_server.orders.schemas import OrderOut
 
-__all__ = ["document_of", "respond"]
+__all__ = ["document_of", "listed", "respond"]
 
 _encode = msgspec.json.encode
 _KEY = b',"payment_url":'
+_TIMELINE = ',"timeline":'  # the document's last field
 
 
 def document_of(shown: OrderOut) -> str:
@@ -33,3 +34,10 @@ def payment_url(base_url: str, order_id: str) -> str:
 def respond(document: str, base_url: str, order_id: str) -> bytes:
     """The response body for a stored document, for a request that came to `base_url`."""
     return b"".join((document.encode(), _KEY, _encode(payment_url(base_url, order_id)), b"}"))
+
+
+def listed(document: str, base_url: str, order_id: str) -> bytes:
+    """The order as a list shows it: the document without its timeline (cut as payment_url is)."""
+    return b"".join(
+        (document[: document.rindex(_TIMELINE)].encode(), _KEY, _encode(payment_url(base_url, order_id)), b"}")
+    )

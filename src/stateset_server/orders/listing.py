@@ -4,14 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
+from stateset_server.core.clock import iso
 from stateset_server.core.listing import Field, ListQuery, ListSpec, fetch_page
+from stateset_server.core.money import format_amount
 from stateset_server.orders import repository
+from stateset_server.orders.document import listed
 from stateset_server.orders.present import order_out
 from stateset_server.orders.status import ALIASES, OrderStatus, parse_status
 from stateset_server.storage import Database, Tx
 from stateset_server.workspaces.keys import Principal
 
 __all__ = ["ORDER_LIST", "list_orders"]
+
+_encode = msgspec.json.encode
+_COLUMNS = f"{repository.ORDER_COLUMNS}, document"
 
 
 def _status(text: str) -> str | None:
@@ -60,23 +68,33 @@ ORDER_LIST = ListSpec(
 
 async def list_orders(db: Database, principal: Principal, query: ListQuery, *, base_url: str) -> dict[str, Any]:
     async def read(tx: Tx) -> dict[str, Any]:
-        page = await fetch_page(tx, ORDER_LIST, query, principal, repository.ORDER_COLUMNS)
-        orders = [order_out(order, base_url) for order in await repository.orders_from_rows(tx, page.rows)]
+        page = await fetch_page(tx, ORDER_LIST, query, principal, _COLUMNS)
+        # Each order as stored (orders/document.py); orders from before documents are rendered.
+        missing = [row for row in page.rows if row["document"] is None]
+        rendered = {
+            order.id: _encode(order_out(order, base_url))
+            for order in (await repository.orders_from_rows(tx, missing) if missing else [])
+        }
         return {
             "object": "list",
-            "data": orders,
+            "data": [
+                msgspec.Raw(
+                    rendered[row["id"]] if row["document"] is None else listed(row["document"], base_url, row["id"])
+                )
+                for row in page.rows
+            ],
             "pagination": page.pagination(),
             # The Orders API's shape, side by side: its list items are order summaries.
             "orders": [
                 {
-                    "id": o.id,
-                    "customer_id": o.customer_id,
-                    "status": o.status,
-                    "total": o.total,
-                    "currency": o.currency,
-                    "created_at": o.created_at,
+                    "id": row["id"],
+                    "customer_id": row["customer_id"],
+                    "status": row["status"],
+                    "total": format_amount(row["total"], row["currency"]),
+                    "currency": row["currency"],
+                    "created_at": iso(row["created_at"]),
                 }
-                for o in orders
+                for row in page.rows
             ],
             "total_count": page.total_count,
             "has_more": page.has_more,

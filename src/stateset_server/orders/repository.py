@@ -44,15 +44,9 @@ def _json(value: object) -> str | None:
 
 
 async def next_order_number(tx: Tx, workspace_id: str, mode: str) -> int:
-    """Human-facing order numbers count up from 1001 per workspace and mode."""
-    return int(
-        await tx.fetchval(
-            "INSERT INTO counters (workspace_id, mode, name, value) VALUES ($1, $2, 'order_number', 1001)"
-            " ON CONFLICT (workspace_id, mode, name) DO UPDATE SET value = counters.value + 1 RETURNING value",
-            workspace_id,
-            mode,
-        )
-    )
+    """Human-facing order numbers count up from 1001 per workspace and mode: gapless on SQLite; on
+    PostgreSQL a number taken by a create that then fails is skipped (see `Tx.next_number`)."""
+    return await tx.next_number(workspace_id, mode, "order_number", 1001)
 
 
 async def insert_order(tx: Tx, order: Order, document: str) -> None:

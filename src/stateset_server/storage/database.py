@@ -7,6 +7,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol, TypeVar
 
 __all__ = [
+    "NEXT_NUMBER",
     "Database",
     "Row",
     "StorageUnavailable",
@@ -20,6 +21,14 @@ __all__ = [
 T = TypeVar("T")
 # Both sqlite3.Row and asyncpg.Record index by column name and by position.
 Row = Any
+
+
+# Take `$5` numbers from a counter at once; the last one taken is returned.
+NEXT_NUMBER = (
+    "INSERT INTO counters (workspace_id, mode, name, value)"
+    " VALUES ($1, $2, $3, CAST($4 AS BIGINT) + CAST($5 AS BIGINT) - 1) ON CONFLICT (workspace_id, mode, name)"
+    " DO UPDATE SET value = counters.value + CAST($5 AS BIGINT) RETURNING value"
+)
 
 
 class StorageUnavailable(Exception):
@@ -37,6 +46,15 @@ class Tx(Protocol):
     async def fetchval(self, sql: str, *args: Any) -> Any: ...
     async def execute(self, sql: str, *args: Any) -> None: ...
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
+
+    async def next_number(self, workspace_id: str, mode: str, name: str, first: int) -> int:
+        """The next value of a per-workspace counter (`first` for the first one).
+
+        SQLite's single writer takes it inside this transaction: gapless, undone with a failed one.
+        PostgreSQL takes it outside, committed at once, like a sequence: holding the counter's row
+        lock until this transaction commits would queue every create of a workspace behind the one
+        before it. A number taken by a transaction that then fails is not handed out again."""
+        ...
 
     def savepoint(self) -> AbstractAsyncContextManager[None]:
         """A nested transaction: an exception inside undoes only what was written inside."""

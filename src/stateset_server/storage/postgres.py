@@ -6,6 +6,7 @@ SQLite, whose single writer makes the lock clause unnecessary (it is stripped th
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -13,7 +14,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from stateset_server.storage.database import Row, StorageUnavailable
+from stateset_server.storage.database import NEXT_NUMBER, Row, StorageUnavailable
 
 __all__ = ["PostgresDatabase", "PostgresTx"]
 
@@ -32,6 +33,11 @@ _UNAVAILABLE = (
 )
 
 
+# A statement that runs longer than this is cancelled by the server. (asyncpg's own command_timeout
+# would arm a timer on the event loop for every statement; the server's limit costs nothing.)
+_SESSION = {"statement_timeout": "60000"}
+
+
 async def _reset(conn: asyncpg.Connection) -> None:
     """What a connection needs before going back to the pool. Nothing here sets session state on a
     pooled connection (no LISTEN, SET, advisory locks or cursors outside transactions), so asyncpg's
@@ -46,8 +52,9 @@ class PostgresTx:
 
     access_epoch = None
 
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: asyncpg.Connection, counters: _Counters | None = None) -> None:
         self._conn = conn
+        self._counters = counters
         self.committed: list[Callable[[], None]] = []
 
     def after_commit(self, fn: Callable[[], None]) -> None:
@@ -68,8 +75,64 @@ class PostgresTx:
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         await self._conn.executemany(sql, list(rows))
 
+    async def next_number(self, workspace_id: str, mode: str, name: str, first: int) -> int:
+        if self._counters is None:
+            raise RuntimeError("counters are taken in write transactions")
+        return await self._counters.take((workspace_id, mode, name, first))
+
     def savepoint(self) -> AbstractAsyncContextManager[None]:
         return self._conn.transaction()  # nested inside a transaction, asyncpg makes it a SAVEPOINT
+
+
+_CounterKey = tuple[str, str, str, int]  # workspace, mode, counter name, first value
+
+
+class _Counters:
+    """Counter values for this process, taken on one connection of their own, each increment
+    committed by itself (see `Tx.next_number`); requests that queue meanwhile for the same counter
+    are served by one statement that takes as many numbers as they are.
+
+    `synchronous_commit = off` is safe for the increments: a transaction that uses a number commits
+    later with a synchronous commit, which flushes the WAL up to and past the increment.
+    """
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._conn: asyncpg.Connection | None = None
+        self._lock = asyncio.Lock()  # one statement at a time on the connection
+        self._waiting: dict[_CounterKey, list[asyncio.Future[int]]] = {}
+
+    async def take(self, key: _CounterKey) -> int:
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        waiting = self._waiting.setdefault(key, [])
+        waiting.append(future)
+        if len(waiting) == 1:  # the first in line takes for everyone who joins before its turn
+            asyncio.get_running_loop().create_task(self._serve(key))
+        return await future
+
+    async def _serve(self, key: _CounterKey) -> None:
+        async with self._lock:
+            waiting = self._waiting.pop(key)
+            try:
+                if self._conn is None or self._conn.is_closed():
+                    self._conn = await asyncpg.connect(self._url, server_settings=_SESSION)
+                    await self._conn.execute("SET synchronous_commit = off")
+                last = int(await self._conn.fetchval(NEXT_NUMBER, *key, len(waiting)))
+            except BaseException as exc:
+                for future in waiting:
+                    if not future.done():
+                        future.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+                return
+            first = last - len(waiting) + 1
+            for index, future in enumerate(waiting):
+                if not future.done():
+                    future.set_result(first + index)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
 
 
 class PostgresDatabase:
@@ -81,12 +144,13 @@ class PostgresDatabase:
     def __init__(self, url: str, pool: asyncpg.Pool) -> None:
         self.url = url
         self._pool = pool
+        self._counters = _Counters(url)
 
     @classmethod
     async def open(cls, url: str) -> PostgresDatabase:
         size = int(os.environ.get("STATESET_PG_POOL_SIZE", "20"))
         try:
-            pool = await asyncpg.create_pool(url, min_size=1, max_size=size, command_timeout=60, reset=_reset)
+            pool = await asyncpg.create_pool(url, min_size=1, max_size=size, reset=_reset, server_settings=_SESSION)
         except _UNAVAILABLE as exc:
             raise StorageUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
         return cls(url, pool)
@@ -95,7 +159,7 @@ class PostgresDatabase:
         tx = None
         try:
             async with self._pool.acquire() as conn, conn.transaction():
-                tx = PostgresTx(conn)
+                tx = PostgresTx(conn, self._counters)
                 return await fn(tx)
         except _UNAVAILABLE as exc:
             raise StorageUnavailable(str(exc)) from exc
@@ -121,4 +185,5 @@ class PostgresDatabase:
             raise StorageUnavailable(str(exc)) from exc
 
     async def close(self) -> None:
+        await self._counters.close()
         await self._pool.close()

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-from stateset_server.storage.database import Row, StorageUnavailable, sqlite_path
+from stateset_server.storage.database import NEXT_NUMBER, Row, StorageUnavailable, sqlite_path
 from stateset_server.storage.epoch import FileEpoch
 
 __all__ = ["SQLiteDatabase", "connect", "run_sync"]
@@ -112,6 +112,10 @@ class SQLiteTx:
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         self._conn.executemany(_sql(sql), rows)
+
+    async def next_number(self, workspace_id: str, mode: str, name: str, first: int) -> int:
+        row = self._conn.execute(_sql(NEXT_NUMBER), (workspace_id, mode, name, first, 1)).fetchone()
+        return int(row[0])
 
 
 _Unit = tuple[Callable[[SQLiteTx], Awaitable[Any]], asyncio.Future[Any]]
