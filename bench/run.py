@@ -1,12 +1,22 @@
 """Load-test stateset-server over loopback with wrk and compare it with the same stack's hello-JSON ceiling.
 
-    .venv/bin/python bench/run.py [--connections 64] [--duration 10] [--warmup 3] [--workers 1]
-                                  [--orders 2000] [--database-url postgresql://...] [--json-out PATH]
+    .venv/bin/python bench/run.py [--phases hello,get,list,create,pay,fulfil,sigkill] [--connections 64]
+                                  [--duration 10] [--warmup 3] [--half-duration 5] [--workers 1]
+                                  [--orders 2000] [--pay-orders N] [--max-rate 8000] [--wallets 64]
+                                  [--kill-after 2] [--database-url postgresql://...]
+                                  [--compare-json SQLITE.json] [--json-out PATH]
 
-Phases, in this order, each a wrk warm-up run (discarded) followed by a measured run:
-  hello   GET / on bench/hello_app.py: one Starlette route under granian, configured as the real server
-  get     GET /v1/orders/{id} for a random one of the --orders pre-created orders per request
-  create  POST /v1/orders
+Phases, in this order (see bench/README.md):
+  hello    GET / on bench/hello_app.py: one Starlette route under granian, configured as the real server
+  get      GET /v1/orders/{id} for a random one of the --orders pre-created (paid) orders per request
+  list     GET /v1/orders?status=paid&limit=20 (matches every one of those orders)
+  create   POST /v1/orders, each with its own Idempotency-Key
+  pay      POST /v1/orders/{id}/pay with a USDC wallet payment, each request a different unpaid order
+  fulfil   POST /v1/orders/{id}/fulfill, each request a different paid order
+  sigkill  POST /v1/orders under load, the server killed with kill -9 in the middle of it
+Each API operation: a warm-up run (discarded), the measured closed-loop peak, then a shorter
+rate-limited run at half the measured peak whose p95 is compared with the spec's limit.
+Afterwards (always by kill -9) every acknowledged create, pay and fulfil must be in the database.
 The API server is `stateset-server serve` on a fresh database (a temporary SQLite file, or a new
 PostgreSQL database created next to --database-url and dropped afterwards).
 """
@@ -16,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import platform
 import re
@@ -33,8 +44,9 @@ import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from http.client import HTTPConnection
 from importlib import metadata
 from pathlib import Path
@@ -43,12 +55,47 @@ from urllib.parse import urlsplit
 
 BENCH_DIR = Path(__file__).resolve().parent
 WRK_DIR = BENCH_DIR / "wrk"
-ORDER_BODY = (WRK_DIR / "order.json").read_bytes().strip()
+ORDER = json.loads((WRK_DIR / "order.json").read_bytes())
 WRK_INSTALL = "apt-get update && apt-get install -y wrk"
 WRK_TIMEOUT = "10s"  # well above any expected latency, so slow requests are measured, not dropped
 HOST = "127.0.0.1"
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 LOG_ERROR = re.compile(r"Traceback|\bERROR\b|\bCRITICAL\b|Exception")
+
+OPS = ("get", "list", "create", "pay", "fulfil")
+PHASES = ("hello", *OPS, "sigkill")
+LIST_PATH = "/v1/orders?status=paid&limit=20"
+LABELS = {
+    "hello": "hello-JSON ceiling",
+    "get": "GET /v1/orders/{id}",
+    "list": "GET /v1/orders?status=paid",
+    "create": "POST /v1/orders",
+    "pay": "POST …/{id}/pay",
+    "fulfil": "POST …/{id}/fulfill",
+    "sigkill": "create + kill -9",
+}
+BATCH = 1000  # the bulk endpoints' maximum
+FAUCET_MAX = Decimal(1_000_000)  # the faucet's maximum per call
+PROBE_SECONDS = 1  # the half-rate runs' calibration run
+FULFIL_BODY = json.dumps({"tracking_number": "1ZBENCH0000000000", "carrier": "UPS"}, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class Spec:
+    """The spec's figures for SQLite: a throughput floor (None: no target) and a p95 ceiling at moderate load."""
+
+    rps: int | None
+    p95_ms: float
+    name: str
+
+
+SPEC = {
+    "get": Spec(20_000, 5, "query"),
+    "list": Spec(None, 5, "query"),
+    "create": Spec(8_000, 45, "create"),
+    "pay": Spec(6_000, 65, "pay"),
+    "fulfil": Spec(8_000, 25, "status update"),
+}
 
 
 # --- results --------------------------------------------------------------------------------------------
@@ -68,6 +115,8 @@ class Result:
     max_ms: float
     non_2xx: int  # wrk counts responses with status >= 400; the API sends no 3xx
     socket_errors: int  # connect, read, write errors and timeouts
+    sent: int = 0  # requests the Lua script built (0 for static scripts): an upper bound of what the server saw
+    wrapped: int = 0  # id-walking scripts: requests past the end of their id list (repeats, answered 409)
 
     @property
     def acknowledged(self) -> int:
@@ -89,25 +138,42 @@ class Result:
             max_ms=lat["max"] / 1000,
             non_2xx=errors["status"],
             socket_errors=errors["connect"] + errors["read"] + errors["write"] + errors["timeout"],
+            sent=raw.get("sent", 0),
+            wrapped=raw.get("wrapped", 0),
         )
 
 
 @dataclass(frozen=True)
-class Phase:
-    """A warm-up run (kept only for the durability arithmetic) and the measured run."""
+class HalfRate:
+    """The rate-limited run at half the measured peak, after a short probe that calibrates wrk's delay."""
 
-    warmup: Result | None
-    measured: Result
+    target_rps: float
+    delay_ms: float
+    probe: Result
+    result: Result
 
 
 @dataclass(frozen=True)
+class OpRun:
+    warmup: Result | None
+    peak: Result
+    half: HalfRate | None
+
+    def runs(self) -> list[Result]:
+        runs = [self.warmup, self.peak, *((self.half.probe, self.half.result) if self.half else ())]
+        return [r for r in runs if r is not None]
+
+
+@dataclass
 class ApiRun:
-    create: Phase
-    get: Phase
-    precreated: int
-    orders_in_db: int
-    log_errors: list[str]
-    log_text: str
+    ops: dict[str, OpRun] = field(default_factory=dict)
+    sigkill: Result | None = None
+    precreated: int = 0  # orders created outside the measured runs (bulk, for get/list and the pools)
+    prepaid: int = 0  # of which paid outside the measured runs (bulk create-and-pay, bulk pay)
+    counts: dict[str, int] = field(default_factory=dict)  # read from the database after the kill -9
+    log_errors: list[str] = field(default_factory=list)
+    log_text: str = ""
+    notes: list[str] = field(default_factory=list)
 
 
 # --- processes ------------------------------------------------------------------------------------------
@@ -200,33 +266,65 @@ def ensure_wrk() -> str:
     return found
 
 
-def run_wrk(script: str, url: str, *, connections: int, seconds: int, headers: list[str], args: list[str]) -> Result:
-    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", f"--timeout={WRK_TIMEOUT}", "-s", str(WRK_DIR / script)]
-    for header in headers:
-        cmd += ["-H", header]
-    cmd += [url, "--", *args]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
-    for line in done.stdout.splitlines():
+@dataclass(frozen=True)
+class WrkJob:
+    """What one wrk invocation runs; `seconds` and the delay are given per run."""
+
+    script: str
+    url: str
+    connections: int
+    headers: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
+
+    def start(self, seconds: int, delay_ms: float | None = None) -> subprocess.Popen[str]:
+        cmd = ["wrk", "-t1", f"-c{self.connections}", f"-d{seconds}s", f"--timeout={WRK_TIMEOUT}"]
+        cmd += ["-s", str(WRK_DIR / self.script)]
+        for header in self.headers:
+            cmd += ["-H", header]
+        cmd += [self.url, "--", *self.args]
+        env = dict(os.environ)
+        env.pop("BENCH_DELAY_MS", None)
+        if delay_ms is not None:
+            env["BENCH_DELAY_MS"] = f"{delay_ms:.3f}"
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+    def run(self, seconds: int, delay_ms: float | None = None) -> Result:
+        return wrk_result(self.start(seconds, delay_ms), seconds)
+
+
+def wrk_result(proc: subprocess.Popen[str], seconds: int) -> Result:
+    stdout, stderr = proc.communicate(timeout=seconds + 60)
+    for line in stdout.splitlines():
         if line.startswith("BENCH_JSON "):
             return Result.from_wrk(json.loads(line.removeprefix("BENCH_JSON ")))
-    raise RuntimeError(f"wrk printed no result (exit {done.returncode}):\n{done.stdout}\n{done.stderr}")
+    raise RuntimeError(f"wrk printed no result (exit {proc.returncode}):\n{stdout}\n{stderr}")
 
 
-def measure(
-    label: str,
-    script: str,
-    url: str,
-    opts: argparse.Namespace,
-    headers: Sequence[str] = (),
-    args: Sequence[str] = (),
-) -> Phase:
-    run = {"connections": opts.connections, "headers": list(headers), "args": list(args)}
+def half_rate(
+    label: str, run: Callable[[int, float | None], Result], peak: Result, opts: argparse.Namespace
+) -> HalfRate:
+    """A rate-limited run at half `peak`'s rate. wrk has no fixed-rate mode; its delay() hook holds a
+    connection for some milliseconds before each request, so a connection's cycle is the delay plus the
+    response time. A short probe with delay = C/R measures the response time at about that load, and
+    the real run's delay is C/R minus it, so the achieved rate comes out close to the target."""
+    target = peak.rps / 2
+    cycle_ms = 1000 * opts.connections / target
+    print(f"  {label}: half rate, {target:,.0f} req/s: probe {PROBE_SECONDS} s", flush=True)
+    probe = run(PROBE_SECONDS, cycle_ms)
+    delay_ms = max(0.0, cycle_ms - probe.mean_ms)
+    print(f"  {label}: half rate, {target:,.0f} req/s (delay {delay_ms:.2f} ms): {opts.half_duration} s", flush=True)
+    return HalfRate(round(target, 1), round(delay_ms, 3), probe, run(opts.half_duration, delay_ms))
+
+
+def measure_op(label: str, run: Callable[[int, float | None], Result], opts: argparse.Namespace) -> OpRun:
     warmup = None
     if opts.warmup > 0:
         print(f"  {label}: warm-up {opts.warmup} s", flush=True)
-        warmup = run_wrk(script, url, seconds=opts.warmup, **run)
+        warmup = run(opts.warmup, None)
     print(f"  {label}: measuring {opts.duration} s", flush=True)
-    return Phase(warmup, run_wrk(script, url, seconds=opts.duration, **run))
+    peak = run(opts.duration, None)
+    half = half_rate(label, run, peak, opts) if opts.half_duration > 0 and peak.rps > 0 else None
+    return OpRun(warmup, peak, half)
 
 
 # --- databases ------------------------------------------------------------------------------------------
@@ -236,25 +334,28 @@ def measure(
 class BenchDatabase:
     url: str  # what the server is given
     engine: str
-    count_orders: Callable[[], int]
+    query: Callable[[str], list[tuple[Any, ...]]]
+
+    def scalar(self, sql: str) -> int:
+        return int(self.query(sql)[0][0])
 
 
-def _sqlite_count(path: Path) -> int:
+def _sqlite_query(path: Path, sql: str) -> list[tuple[Any, ...]]:
     import sqlite3
 
-    conn = sqlite3.connect(path)
+    conn = sqlite3.connect(path, timeout=30)
     try:
-        return int(conn.execute("SELECT count(*) FROM orders").fetchone()[0])
+        return list(conn.execute(sql).fetchall())
     finally:
         conn.close()
 
 
-async def _pg(url: str, sql: str) -> Any:
+async def _pg(url: str, sql: str) -> list[tuple[Any, ...]]:
     import asyncpg
 
     conn = await asyncpg.connect(url)
     try:
-        return await conn.fetchval(sql)
+        return [tuple(row) for row in await conn.fetch(sql)]
     finally:
         await conn.close()
 
@@ -263,7 +364,7 @@ async def _pg(url: str, sql: str) -> Any:
 def bench_database(url: str | None, tmp: Path) -> Iterator[BenchDatabase]:
     if url is None or url.startswith("sqlite:"):
         path = tmp / "bench.db"  # always fresh, whatever path a sqlite: URL named
-        yield BenchDatabase(f"sqlite:///{path}", "sqlite", lambda: _sqlite_count(path))
+        yield BenchDatabase(f"sqlite:///{path}", "sqlite", lambda sql: _sqlite_query(path, sql))
         return
     if not url.startswith(("postgresql://", "postgres://")):
         sys.exit(f"bench: unsupported --database-url {url!r}")
@@ -271,75 +372,311 @@ def bench_database(url: str | None, tmp: Path) -> Iterator[BenchDatabase]:
     db_url = urlsplit(url)._replace(path=f"/{name}").geturl()
     asyncio.run(_pg(url, f'CREATE DATABASE "{name}"'))
     try:
-        yield BenchDatabase(db_url, "postgresql", lambda: int(asyncio.run(_pg(db_url, "SELECT count(*) FROM orders"))))
+        yield BenchDatabase(db_url, "postgresql", lambda sql: asyncio.run(_pg(db_url, sql)))
     finally:
         asyncio.run(_pg(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+# --- setup requests -------------------------------------------------------------------------------------
+
+
+class Client:
+    """Setup requests (not measured) over a few keep-alive connections. They carry no Idempotency-Key:
+    a bulk response is a megabyte that the server would otherwise store with the key."""
+
+    def __init__(self, port: int, key: str) -> None:
+        self.port = port
+        self.headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+
+    def post(self, conn: HTTPConnection, path: str, body: Any, expect: int) -> Any:
+        conn.request("POST", path, body=json.dumps(body, separators=(",", ":")), headers=self.headers)
+        response = conn.getresponse()
+        raw = response.read()
+        if response.status != expect:
+            raise RuntimeError(f"setup: POST {path} returned {response.status}: {raw[:800]!r}")
+        return json.loads(raw)
+
+    def batches(self, path: str, batches: list[Any], expect: int, threads: int = 4) -> list[Any]:
+        local = threading.local()
+        conns: list[HTTPConnection] = []
+
+        def send(body: Any) -> Any:
+            conn = getattr(local, "conn", None)
+            if conn is None:
+                conn = local.conn = HTTPConnection(HOST, self.port, timeout=120)
+                conns.append(conn)
+            return self.post(conn, path, body, expect)
+
+        try:
+            with ThreadPoolExecutor(threads) as pool:
+                return list(pool.map(send, batches))
+        finally:
+            for conn in conns:
+                conn.close()
+
+    def create_orders(self, count: int, *, paid: bool) -> list[tuple[str, Decimal]]:
+        """Bulk-create `count` orders (the body of wrk/order.json), optionally paid in the same transaction
+        from the sandbox wallet; returns (id, total) in creation order."""
+        item = {**ORDER, "payment": {"method": "usdc"}} if paid else ORDER
+        sizes = [min(BATCH, count - start) for start in range(0, count, BATCH)]
+        out: list[tuple[str, Decimal]] = []
+        for answer in self.batches("/v1/orders/bulk", [[item] * n for n in sizes], 201):
+            out += [(o["id"], Decimal(o["total"])) for o in answer["data"]]
+        return out
+
+    def fund(self, wallets: dict[str, Decimal]) -> None:
+        calls = []
+        for wallet, amount in wallets.items():
+            left = amount.quantize(Decimal(1)) + 1
+            while left > 0:
+                part = min(left, FAUCET_MAX)
+                calls.append({"wallet_address": wallet, "amount": str(part)})
+                left -= part
+        conn = HTTPConnection(HOST, self.port, timeout=60)
+        try:
+            for call in calls:
+                self.post(conn, "/v1/sandbox/faucet", call, 201)
+        finally:
+            conn.close()
+
+    def pay_orders(self, payments: list[dict[str, Any]]) -> int:
+        batches = [payments[i : i + BATCH] for i in range(0, len(payments), BATCH)]
+        succeeded = 0
+        for answer in self.batches("/v1/orders/pay_bulk", batches, 200):
+            if answer["failed"]:
+                failed = [r for r in answer["data"] if r["status"] != "succeeded"]
+                raise RuntimeError(f"setup: bulk pay failed for {answer['failed']} orders, e.g. {failed[:2]}")
+            succeeded += answer["succeeded"]
+        return succeeded
+
+
+class OrderPools:
+    """The orders the pay and fulfil runs walk through, each order used once.
+
+    Pay pool: unpaid orders, created in bulk ahead of time (--pay-orders) and topped up whenever the
+    next run might need more than are left; order i is paid from wallet i mod --wallets, and each
+    wallet is funded with the faucet for exactly its orders (plus 1 USDC) when the orders are created.
+    Fulfil pool: the pay pool orders the pay runs paid (read from the database), topped up when short
+    by paying further pay-pool orders with the bulk pay endpoint."""
+
+    def __init__(self, client: Client, db: BenchDatabase, opts: argparse.Namespace, tmp: Path, run: ApiRun) -> None:
+        self.client, self.db, self.opts, self.tmp, self.run = client, db, opts, tmp, run
+        self.wallets = ["0x" + secrets.token_hex(20) for _ in range(opts.wallets)]
+        self.pay_ids: list[str] = []
+        self.pay_next = 0  # the first pay-pool order no run has used
+        self.fulfil_ids: list[str] = []
+        self.fulfil_next = 0
+        self.bodies = tmp / "pay_bodies.txt"
+        self.bodies.write_text(
+            "".join(
+                json.dumps({"payment_method": {"type": "usdc", "wallet_address": w}}, separators=(",", ":")) + "\n"
+                for w in self.wallets
+            )
+        )
+        self.fulfil_bodies = tmp / "fulfil_bodies.txt"
+        self.fulfil_bodies.write_text(FULFIL_BODY + "\n")
+
+    def grow_pay_pool(self, count: int) -> None:
+        print(
+            f"  pre-creating {count:,} unpaid orders for pay (bulk) and funding {len(self.wallets)} wallets", flush=True
+        )
+        started = time.monotonic()
+        created = self.client.create_orders(count, paid=False)
+        funding = dict.fromkeys(self.wallets, Decimal(0))
+        for i, (_, total) in enumerate(created, start=len(self.pay_ids)):
+            funding[self.wallets[i % len(self.wallets)]] += total
+        self.client.fund(funding)
+        self.pay_ids += [order_id for order_id, _ in created]
+        self.run.precreated += len(created)
+        print(f"  ({len(created):,} orders in {time.monotonic() - started:.1f} s)", flush=True)
+
+    def _take_pay(self, need: int) -> tuple[int, list[str]]:
+        if len(self.pay_ids) - self.pay_next < need:
+            self.grow_pay_pool(max(need - (len(self.pay_ids) - self.pay_next), BATCH))
+        return self.pay_next, self.pay_ids[self.pay_next :]
+
+    def pay_job(self, need: int, headers: tuple[str, ...], base: str) -> tuple[WrkJob, int]:
+        offset, ids = self._take_pay(need)
+        path = self.tmp / "pay_ids.txt"
+        path.write_text("\n".join(ids) + "\n")
+        prefix = f"bench-pay-{secrets.token_hex(4)}-"
+        job = WrkJob(
+            "walk.lua", base, self.opts.connections, headers, (str(path), "pay", prefix, str(self.bodies), str(offset))
+        )
+        return job, offset
+
+    def pay_used(self, result: Result) -> None:
+        self.pay_next += result.sent
+
+    def load_paid(self) -> None:
+        """The pay runs' orders that are now PAID, in pool order, become the fulfil pool."""
+        used = self.pay_ids[: self.pay_next]
+        if not used:
+            return
+        paid = {row[0] for row in self.db.query("SELECT id FROM orders WHERE status = 'PAID'")}
+        self.fulfil_ids += [order_id for order_id in used if order_id in paid]
+
+    def fulfil_job(self, need: int, headers: tuple[str, ...], base: str) -> WrkJob:
+        short = need - (len(self.fulfil_ids) - self.fulfil_next)
+        if short > 0:
+            short = max(short, BATCH)
+            offset, ids = self._take_pay(short)
+            ids = ids[:short]
+            print(f"  paying {len(ids):,} more orders for fulfil (bulk pay)", flush=True)
+            payments = [
+                {
+                    "order_id": order_id,
+                    "payment_method": {"type": "usdc", "wallet_address": self.wallets[i % len(self.wallets)]},
+                }
+                for i, order_id in enumerate(ids, start=offset)
+            ]
+            self.run.prepaid += self.client.pay_orders(payments)
+            self.pay_next += len(ids)
+            self.fulfil_ids += ids
+        path = self.tmp / "fulfil_ids.txt"
+        path.write_text("\n".join(self.fulfil_ids[self.fulfil_next :]) + "\n")
+        prefix = f"bench-fulfil-{secrets.token_hex(4)}-"
+        args = (str(path), "fulfill", prefix, str(self.fulfil_bodies), "0")
+        return WrkJob("walk.lua", base, self.opts.connections, headers, args)
+
+    def fulfil_used(self, result: Result) -> None:
+        self.fulfil_next += result.sent
+
+
+def need_for(seconds: int, before: Sequence[Result], opts: argparse.Namespace) -> int:
+    """Orders a pay/fulfil run may use: the fastest rate seen so far with a margin (before anything was
+    measured: --max-rate) × seconds."""
+    rate = max(r.rps for r in before) * 1.3 + 100 if before else opts.max_rate
+    return math.ceil(rate * seconds) + opts.connections
+
+
+def default_pay_orders(opts: argparse.Namespace) -> int:
+    """Enough for warm-up and measured seconds at --max-rate, and the half-rate probe and run at half that."""
+    seconds = opts.warmup + opts.duration + (PROBE_SECONDS + opts.half_duration) / 2
+    return min(250_000, math.ceil(opts.max_rate * seconds / BATCH) * BATCH)
 
 
 # --- phases ---------------------------------------------------------------------------------------------
 
 
-def create_orders(port: int, key: str, count: int, threads: int = 8) -> list[str]:
-    """Pre-create `count` orders for the GET phase over a few keep-alive connections."""
-    local = threading.local()
-    conns: list[HTTPConnection] = []
-    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-
-    def create(_: int) -> str:
-        conn = getattr(local, "conn", None)
-        if conn is None:
-            conn = local.conn = HTTPConnection(HOST, port, timeout=30)
-            conns.append(conn)
-        conn.request("POST", "/v1/orders", body=ORDER_BODY, headers=headers)
-        response = conn.getresponse()
-        body = response.read()
-        if response.status != 201:
-            raise RuntimeError(f"pre-creating an order returned {response.status}: {body[:500]!r}")
-        return str(json.loads(body)["id"])
-
-    try:
-        with ThreadPoolExecutor(threads) as pool:
-            return list(pool.map(create, range(count)))
-    finally:
-        for conn in conns:
-            conn.close()
-
-
-def bench_hello(opts: argparse.Namespace, tmp: Path) -> Phase:
+def bench_hello(opts: argparse.Namespace, tmp: Path) -> Result:
     port = free_port()
     cmd = [sys.executable, str(BENCH_DIR / "hello_app.py"), "--port", str(port), "--workers", str(opts.workers)]
     log_path = tmp / "hello.log"
     print(f"hello-JSON ceiling: bench/hello_app.py on port {port}", flush=True)
     with process_group(cmd, log_path, clean_env(PYTHONPATH=str(BENCH_DIR))) as proc:
         wait_healthy(proc, f"http://{HOST}:{port}/", log_path)
-        return measure("hello", "hello.lua", f"http://{HOST}:{port}/", opts)
+        job = WrkJob("hello.lua", f"http://{HOST}:{port}/", opts.connections)
+        if opts.warmup > 0:
+            print(f"  hello: warm-up {opts.warmup} s", flush=True)
+            job.run(opts.warmup)
+        print(f"  hello: measuring {opts.duration} s", flush=True)
+        return job.run(opts.duration)
 
 
 def bench_api(opts: argparse.Namespace, tmp: Path, db: BenchDatabase) -> ApiRun:
     port = free_port()
-    cmd = [*server_command(), "serve", "--database-url", db.url, "--port", str(port), "--workers", str(opts.workers)]
+    # The database URL goes in the environment, not argv, so a password in it stays out of `ps`.
+    cmd = [*server_command(), "serve", "--port", str(port), "--workers", str(opts.workers)]
     log_path = tmp / "server.log"
     print(f"stateset-server on port {port} ({db.engine}, {opts.workers} worker(s))", flush=True)
-    with process_group(cmd, log_path, clean_env()) as proc:
+    api = ApiRun()
+    phases = opts.phases
+    killed = False  # by the sigkill phase
+    with process_group(cmd, log_path, clean_env(STATESET_DATABASE_URL=db.url)) as proc:
         try:
             key = wait_for_log_line(proc, log_path, r"^sk_test_\S+$")
             wait_healthy(proc, f"http://{HOST}:{port}/health", log_path)
-            print(f"  pre-creating {opts.orders} orders", flush=True)
-            ids = create_orders(port, key, opts.orders)
-            ids_path = tmp / "order_ids.txt"
-            ids_path.write_text("\n".join(ids) + "\n")
-            auth = [f"Authorization: Bearer {key}"]
+            client = Client(port, key)
+            auth = (f"Authorization: Bearer {key}",)
             base = f"http://{HOST}:{port}"
-            # get first, so it reads a table of exactly --orders orders whatever create's throughput
-            get = measure("get", "get.lua", base, opts, auth, [str(ids_path)])
-            create = measure("create", "create.lua", f"{base}/v1/orders", opts, auth)
+            c = opts.connections
+            if "get" in phases or "list" in phases:
+                print(f"  pre-creating {opts.orders:,} paid orders for get and list (bulk create-and-pay)", flush=True)
+                ids = [order_id for order_id, _ in client.create_orders(opts.orders, paid=True)]
+                api.precreated += len(ids)
+                api.prepaid += len(ids)
+                ids_path = tmp / "order_ids.txt"
+                ids_path.write_text("\n".join(ids) + "\n")
+                # get and list first, so they read a table of exactly --orders orders whatever the writes' throughput
+                if "get" in phases:
+                    job = WrkJob("get.lua", base, c, auth, (str(ids_path),))
+                    api.ops["get"] = measure_op("get", job.run, opts)
+                if "list" in phases:
+                    api.ops["list"] = measure_op("list", WrkJob("list.lua", base + LIST_PATH, c, auth).run, opts)
+            if "create" in phases:
+
+                def create(seconds: int, delay_ms: float | None) -> Result:
+                    prefix = f"bench-create-{secrets.token_hex(4)}-"
+                    return WrkJob("create.lua", f"{base}/v1/orders", c, auth, (prefix,)).run(seconds, delay_ms)
+
+                api.ops["create"] = measure_op("create", create, opts)
+            pools = OrderPools(client, db, opts, tmp, api)
+            if "pay" in phases:
+                pools.grow_pay_pool(opts.pay_orders)
+                last: list[Result] = []
+
+                def pay(seconds: int, delay_ms: float | None) -> Result:
+                    need = need_for(seconds, last, opts)
+                    job, _ = pools.pay_job(need, auth, base)
+                    result = job.run(seconds, delay_ms)
+                    pools.pay_used(result)
+                    last.append(result)
+                    return result
+
+                api.ops["pay"] = measure_op("pay", pay, opts)
+                pools.load_paid()
+            if "fulfil" in phases:
+                done: list[Result] = []
+                if "pay" in phases:
+                    done.append(api.ops["pay"].peak)  # a first guess of the rate, for sizing the pool
+
+                def fulfil(seconds: int, delay_ms: float | None) -> Result:
+                    need = need_for(seconds, done, opts)
+                    result = pools.fulfil_job(need, auth, base).run(seconds, delay_ms)
+                    pools.fulfil_used(result)
+                    done.append(result)
+                    return result
+
+                api.ops["fulfil"] = measure_op("fulfil", fulfil, opts)
+            if "sigkill" in phases:
+                prefix = f"bench-sigkill-{secrets.token_hex(4)}-"
+                job = WrkJob("create.lua", f"{base}/v1/orders", c, auth, (prefix,))
+                print(f"  sigkill: POST /v1/orders under load, kill -9 after {opts.kill_after} s", flush=True)
+                wrk = job.start(opts.kill_after + 30)
+                time.sleep(opts.kill_after)
+                killed = True
+                stop_group(proc, signal.SIGKILL)
+                wrk.send_signal(signal.SIGINT)  # wrk stops on SIGINT and still reports what it saw
+                api.sigkill = wrk_result(wrk, opts.kill_after + 30)
+        except BaseException:
+            tail = log_path.read_text(errors="replace").splitlines()[-40:]
+            print("bench: failed; the server's last output:\n  " + "\n  ".join(tail), file=sys.stderr, flush=True)
+            status = proc.poll()
+            if status is not None and status < 0 and not killed:
+                why = f"killed by signal {-status} ({signal.Signals(-status).name}), not by this harness"
+                print(f"bench: the server had stopped: {why}", file=sys.stderr, flush=True)
+            elif any("Shutting down granian" in line for line in tail):
+                print(
+                    "bench: the server had shut down gracefully: something else sent it SIGTERM or SIGINT",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            raise
         finally:
-            # kill -9, on purpose: the order count below then checks that every acknowledged create
-            # was committed before its 201 went out, not merely flushed at a graceful shutdown.
+            # kill -9, on purpose: the counts below then check that every acknowledged write was
+            # committed before its response went out, not merely flushed at a graceful shutdown.
             stop_group(proc, signal.SIGKILL)
-    log_text = log_path.read_text(errors="replace")
-    errors = [line for line in log_text.splitlines() if LOG_ERROR.search(line)]
-    return ApiRun(create, get, len(ids), db.count_orders(), errors, log_text)
+    api.log_text = log_path.read_text(errors="replace")
+    api.log_errors = [line for line in api.log_text.splitlines() if LOG_ERROR.search(line)]
+    statuses = dict(db.query("SELECT status, count(*) FROM orders GROUP BY status"))
+    api.counts = {
+        "orders": sum(int(n) for n in statuses.values()),
+        "paid_or_fulfilled": int(statuses.get("PAID", 0)) + int(statuses.get("FULFILLED", 0)),
+        "fulfilled": int(statuses.get("FULFILLED", 0)),
+        "by_status": {str(k): int(v) for k, v in sorted(statuses.items())},
+    }
+    return api
 
 
 # --- report ---------------------------------------------------------------------------------------------
@@ -377,18 +714,35 @@ def machine() -> dict[str, Any]:
     }
 
 
-def durability(api: ApiRun, connections: int) -> dict[str, Any]:
-    """Every acknowledged create must be in the database; a few more may have committed after wrk's cutoff."""
-    runs = [r for r in (api.create.warmup, api.create.measured) if r is not None]
-    acknowledged = api.precreated + sum(r.acknowledged for r in runs)
-    # Requests still in flight when a wrk run stopped (at most one per connection) or that timed out
-    # may have committed without wrk seeing the 201.
-    slack = connections * len(runs) + sum(r.socket_errors for r in runs)
-    ok = acknowledged <= api.orders_in_db <= acknowledged + slack
-    return {"orders_in_db": api.orders_in_db, "acknowledged_201": acknowledged, "in_flight_slack": slack, "ok": ok}
+def _bounds(runs: Sequence[Result]) -> tuple[int, int]:
+    """(acknowledged with a 2xx, requests sent): the least and the most that may have been written."""
+    return sum(r.acknowledged for r in runs), sum(max(r.sent, r.requests) for r in runs)
 
 
-def ratio_row(result: Result, ceiling: Result) -> dict[str, float]:
+def durability(api: ApiRun) -> dict[str, Any]:
+    """Every acknowledged write must be in the database after kill -9. Requests that were sent but not
+    answered (in flight when a wrk run stopped or the server was killed) may or may not have committed,
+    so each count must lie between the acknowledged and the sent."""
+
+    def runs(op: str) -> list[Result]:
+        return api.ops[op].runs() if op in api.ops else []
+
+    creates = runs("create") + ([api.sigkill] if api.sigkill else [])
+    checks = {}
+    for name, base, op_runs, count in (
+        ("orders", api.precreated, creates, api.counts["orders"]),
+        ("paid_or_fulfilled", api.prepaid, runs("pay"), api.counts["paid_or_fulfilled"]),
+        ("fulfilled", 0, runs("fulfil"), api.counts["fulfilled"]),
+    ):
+        acked, sent = _bounds(op_runs)
+        low, high = base + acked, base + sent
+        checks[name] = {"in_db": count, "acknowledged": low, "at_most": high, "ok": low <= count <= high}
+    return {**checks, "by_status": api.counts["by_status"], "ok": all(c["ok"] for c in checks.values())}
+
+
+def ratio_row(result: Result, ceiling: Result | None) -> dict[str, float] | None:
+    if ceiling is None:
+        return None
     return {
         "rps": round(result.rps / ceiling.rps, 4),
         "p50": round(result.p50_ms / ceiling.p50_ms, 2),
@@ -397,54 +751,151 @@ def ratio_row(result: Result, ceiling: Result) -> dict[str, float]:
     }
 
 
-def print_table(rows: dict[str, Result], ceiling: Result) -> None:
+def print_table(rows: dict[str, Result], ceiling: Result | None) -> None:
     print(
-        f"\n{'phase':<22}{'req/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'sock err':>9}"
+        f"\n{'phase':<28}{'req/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'sock err':>9}"
         f"   {'req/s ÷ hello':>13}{'p50 × hello':>12}{'p95 × hello':>12}{'p99 × hello':>12}"
     )
     for name, r in rows.items():
+        line = (
+            f"{name:<28}{r.rps:>10,.0f}{r.p50_ms:>9.2f}{r.p95_ms:>9.2f}{r.p99_ms:>9.2f}{r.non_2xx:>9}"
+            f"{r.socket_errors:>9}"
+        )
         q = ratio_row(r, ceiling)
+        if q is not None:
+            line += f"   {q['rps']:>13.1%}{q['p50']:>11.1f}×{q['p95']:>11.1f}×{q['p99']:>11.1f}×"
+        print(line)
+
+
+def spec_checks(api: ApiRun, engine: str, compare: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """Per operation: throughput against the target (SQLite: the spec's figure; PostgreSQL: half the
+    SQLite run given with --compare-json, else not judged) and the half-rate p95 against the limit."""
+    out = {}
+    for op, run in api.ops.items():
+        spec = SPEC[op]
+        target: float | None = spec.rps
+        basis = "spec (SQLite)"
+        if engine != "sqlite":
+            sqlite_rps = ((compare or {}).get("ops", {}).get(op) or {}).get("peak", {}).get("rps")
+            target = round(sqlite_rps / 2, 1) if sqlite_rps else None
+            basis = "50% of --compare-json SQLite run" if sqlite_rps else "needs --compare-json"
+        rps_ok = None if target is None else run.peak.rps >= target
+        p95 = run.half.result.p95_ms if run.half else None
+        p95_ok = None if p95 is None else p95 <= spec.p95_ms
+        judged = [v for v in (rps_ok, p95_ok) if v is not None]
+        out[op] = {
+            "spec": spec.name,
+            "target_rps": target,
+            "target_basis": basis,
+            "sqlite_spec_rps": spec.rps,
+            "peak_rps": run.peak.rps,
+            "rps_ok": rps_ok,
+            "p95_limit_ms": spec.p95_ms,
+            "half_rate_rps": run.half.result.rps if run.half else None,
+            "half_rate_p95_ms": p95,
+            "p95_ok": p95_ok,
+            "verdict": "n/a" if not judged else ("PASS" if all(judged) else "FAIL"),
+        }
+    return out
+
+
+def _mark(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("PASS" if ok else "FAIL")
+
+
+def print_spec(checks: dict[str, dict[str, Any]], engine: str) -> None:
+    print(
+        f"\nspec ({engine}): throughput = closed-loop peak; p95 = at half the peak rate"
+        + ("" if engine == "sqlite" else "; throughput target for PostgreSQL = 50% of SQLite's (--compare-json)")
+    )
+    print(
+        f"{'operation':<28}{'target':>10}{'peak':>10}{'':>6}{'p95 limit':>11}{'at req/s':>10}{'p95 ms':>9}{'':>6}"
+        f"{'verdict':>9}"
+    )
+    for op, c in checks.items():
+        target = "-" if c["target_rps"] is None else f"≥{c['target_rps']:,.0f}"
+        if engine != "sqlite" and c["target_rps"] is None and c["sqlite_spec_rps"]:
+            target = f"({c['sqlite_spec_rps']:,})"
+        half_rps = "-" if c["half_rate_rps"] is None else f"{c['half_rate_rps']:,.0f}"
+        p95 = "-" if c["half_rate_p95_ms"] is None else f"{c['half_rate_p95_ms']:.2f}"
         print(
-            f"{name:<22}{r.rps:>10,.0f}{r.p50_ms:>9.2f}{r.p95_ms:>9.2f}{r.p99_ms:>9.2f}{r.non_2xx:>9}"
-            f"{r.socket_errors:>9}   {q['rps']:>13.1%}{q['p50']:>11.1f}×{q['p95']:>11.1f}×{q['p99']:>11.1f}×"
+            f"{LABELS[op]:<28}{target:>10}{c['peak_rps']:>10,.0f}{_mark(c['rps_ok']):>6}"
+            f"{'≤' + format(c['p95_limit_ms'], 'g') + ' ms':>11}{half_rps:>10}{p95:>9}{_mark(c['p95_ok']):>6}"
+            f"{c['verdict']:>9}"
         )
 
 
-def report(opts: argparse.Namespace, engine: str, hello: Phase, api: ApiRun) -> dict[str, Any]:
-    rows = {
-        "hello-JSON ceiling": hello.measured,
-        "POST /v1/orders": api.create.measured,
-        "GET /v1/orders/{id}": api.get.measured,
-    }
-    print_table(rows, hello.measured)
-    check = durability(api, opts.connections)
+def unexpected(api: ApiRun) -> list[str]:
+    """Problems that fail the run: non-2xx responses, ids that ran out (repeats), server log errors."""
+    problems = []
+    runs = [(op, r) for op, run in api.ops.items() for r in run.runs()]
+    if api.sigkill is not None:
+        runs.append(("sigkill", api.sigkill))
+    for op, r in runs:
+        if r.non_2xx:
+            problems.append(f"{op}: {r.non_2xx} non-2xx response(s)")
+        if r.wrapped:
+            problems.append(f"{op}: ran out of orders, {r.wrapped} request(s) repeated an order (raise --pay-orders)")
+    if api.log_errors:
+        problems.append(f"server log: {len(api.log_errors)} error line(s)")
+    return problems
+
+
+def report(
+    opts: argparse.Namespace, engine: str, hello: Result | None, api: ApiRun, compare: dict[str, Any] | None
+) -> dict[str, Any]:
+    rows: dict[str, Result] = {}
+    if hello is not None:
+        rows[LABELS["hello"]] = hello
+    for op, run in api.ops.items():
+        rows[LABELS[op]] = run.peak
+        if run.half:
+            rows[f"  at 50% ({run.half.target_rps:,.0f} target)"] = run.half.result
+    if api.sigkill is not None:
+        rows[LABELS["sigkill"]] = api.sigkill
+    print_table(rows, hello)
+    checks = spec_checks(api, engine, compare)
+    if checks:
+        print_spec(checks, engine)
+    check = durability(api)
     verdict = "OK" if check["ok"] else "MISMATCH"
-    print(
-        f"\ndurability: {check['orders_in_db']} orders in the database after kill -9, "
-        f"{check['acknowledged_201']} creates acknowledged with 201 "
-        f"(up to {check['in_flight_slack']} more may have committed unseen at wrk's cutoff): {verdict}"
-    )
+    print(f"\ndurability after kill -9{' under create load' if api.sigkill else ''}: {verdict}")
+    for name, what in (
+        ("orders", "orders"),
+        ("paid_or_fulfilled", "orders paid (PAID or FULFILLED)"),
+        ("fulfilled", "orders FULFILLED"),
+    ):
+        c = check[name]
+        print(
+            f"  {what}: {c['in_db']:,} in the database; {c['acknowledged']:,} acknowledged"
+            f" (up to {c['at_most']:,} sent): {'OK' if c['ok'] else 'MISMATCH'}"
+        )
+    problems = unexpected(api)
     print(f"server log: {len(api.log_errors)} error line(s)" + "".join(f"\n  {e}" for e in api.log_errors[:10]))
+    for problem in problems:
+        print(f"problem: {problem}")
     return {
         "date": datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": [Path(sys.executable).name, *sys.argv],
-        "options": {k: v for k, v in vars(opts).items() if k != "json_out"},
+        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items() if k != "json_out"},
         "engine": engine,
         "source": source_version(),
         "machine": machine(),
         "load_generator": f"wrk -t1 -c{opts.connections} -d{opts.duration}s --timeout={WRK_TIMEOUT}",
-        "hello": asdict(hello.measured),
-        "create": asdict(api.create.measured),
-        "get": asdict(api.get.measured),
-        "ratio_to_hello": {
-            "create": ratio_row(api.create.measured, hello.measured),
-            "get": ratio_row(api.get.measured, hello.measured),
+        "hello": asdict(hello) if hello else None,
+        "ops": {
+            op: {
+                "peak": asdict(run.peak),
+                "warmup": asdict(run.warmup) if run.warmup else None,
+                "half_rate": asdict(run.half) if run.half else None,
+                "ratio_to_hello": ratio_row(run.peak, hello),
+            }
+            for op, run in api.ops.items()
         },
-        "warmup": {
-            name: asdict(phase.warmup) if phase.warmup else None
-            for name, phase in (("hello", hello), ("create", api.create), ("get", api.get))
-        },
+        "spec": checks,
+        "sigkill": asdict(api.sigkill) if api.sigkill else None,
         "durability": check,
+        "problems": problems,
         "server_log_errors": api.log_errors,
     }
 
@@ -477,43 +928,88 @@ def positive(text: str) -> int:
     return value
 
 
+def phase_list(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in PHASES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown phase(s) {unknown}; choose from {','.join(PHASES)}")
+    return [name for name in PHASES if name in names]
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Benchmark stateset-server against its hello-JSON ceiling.")
     parser.add_argument("--connections", type=positive, default=64, help="open connections (default 64)")
     parser.add_argument("--duration", type=positive, default=10, help="seconds measured per phase (default 10)")
     parser.add_argument("--warmup", type=int, default=3, help="seconds of discarded warm-up per phase (default 3)")
+    parser.add_argument(
+        "--half-duration",
+        type=int,
+        help="seconds of the run at half the peak rate, per operation (default: duration/2, at least 2; 0 skips)",
+    )
     parser.add_argument("--workers", type=positive, default=1, help="granian workers for both servers (default 1)")
-    parser.add_argument("--orders", type=positive, default=2000, help="orders pre-created for GET (default 2000)")
+    parser.add_argument(
+        "--phases",
+        type=phase_list,
+        default=list(PHASES),
+        help=f"comma-separated subset of {','.join(PHASES)} (default: all)",
+    )
+    parser.add_argument("--orders", type=positive, default=2000, help="paid orders pre-created for get and list")
+    parser.add_argument(
+        "--pay-orders",
+        type=positive,
+        help="unpaid orders pre-created for pay (default: enough at --max-rate, at most 250,000);"
+        " topped up before a run that might need more",
+    )
+    parser.add_argument(
+        "--max-rate",
+        type=positive,
+        default=8000,
+        help="pay/fulfil rate assumed when sizing order pools before anything is measured (default 8000/s)",
+    )
+    parser.add_argument("--wallets", type=positive, default=64, help="USDC wallets the pay runs pay from (default 64)")
+    parser.add_argument(
+        "--kill-after", type=positive, default=2, help="sigkill: seconds of create load before kill -9 (default 2)"
+    )
     parser.add_argument(
         "--database-url",
         help="default: a temporary SQLite file. With postgresql://…, a fresh database is created on that"
         f" server (e.g. {PG_ADMIN_URL}) and dropped afterwards",
     )
+    parser.add_argument(
+        "--compare-json",
+        type=Path,
+        help="a SQLite run's JSON results: a PostgreSQL run then checks each throughput against 50%% of it",
+    )
     parser.add_argument("--json-out", type=Path, help="default: bench/results/<timestamp>.json")
-    return parser.parse_args(argv)
+    opts = parser.parse_args(argv)
+    if opts.half_duration is None:
+        opts.half_duration = max(2, opts.duration // 2)
+    if opts.pay_orders is None:
+        opts.pay_orders = default_pay_orders(opts)
+    return opts
 
 
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
     ensure_wrk()
+    compare = json.loads(opts.compare_json.read_text()) if opts.compare_json else None
     load_before = warn_if_busy()
     out = opts.json_out or BENCH_DIR / "results" / f"{datetime.now():%Y-%m-%dT%H-%M-%S}.json"
     print(
         f"stateset-server benchmark: {opts.connections} connections, {opts.duration} s measured"
-        f" (+{opts.warmup} s warm-up) per phase, {opts.workers} worker(s), wrk -t1, {os.cpu_count()} CPUs,"
-        f" source {source_version()}",
+        f" (+{opts.warmup} s warm-up, +{opts.half_duration} s at half rate) per phase, {opts.workers} worker(s),"
+        f" wrk -t1, {os.cpu_count()} CPUs, source {source_version()}; phases {','.join(opts.phases)}",
         flush=True,
     )
     with tempfile.TemporaryDirectory(prefix="stateset-bench-") as tmp_name:
         tmp = Path(tmp_name)
         with bench_database(opts.database_url, tmp) as db:
-            hello = bench_hello(opts, tmp)
+            hello = bench_hello(opts, tmp) if "hello" in opts.phases else None
             api = bench_api(opts, tmp, db)
-        results = report(opts, db.engine, hello, api)
+        results = report(opts, db.engine, hello, api, compare)
         results["load_average_before"] = load_before
         write_json(results, out, api.log_text)
-    failed = api.create.measured.non_2xx + api.get.measured.non_2xx
-    return 0 if results["durability"]["ok"] and not api.log_errors and not failed else 1
+    return 0 if results["durability"]["ok"] and not results["problems"] else 1
 
 
 if __name__ == "__main__":

@@ -2,9 +2,11 @@
 -- Script argument 1: a file with one order id per line (written by bench/run.py).
 -- The Authorization header comes from wrk's -H flag.
 local dir = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
-done = dofile(dir .. "report.lua").done
+local common = dofile(dir .. "report.lua")
+done, setup, delay = common.done, common.setup, common.delay
 
 local ids = {}
+sent = 0
 
 function init(args)
   local path = assert(args[1], "get.lua needs the ids file as its first argument")
@@ -18,5 +20,6 @@ function init(args)
 end
 
 function request()
+  sent = sent + 1
   return wrk.format(nil, ids[math.random(#ids)])
 end
