@@ -946,7 +946,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         help="seconds of the run at half the peak rate, per operation (default: duration/2, at least 2; 0 skips)",
     )
-    parser.add_argument("--workers", type=positive, default=1, help="granian workers for both servers (default 1)")
+    parser.add_argument(
+        "--workers",
+        type=positive,
+        default=os.cpu_count() or 1,
+        help="granian workers for both servers (default: one per CPU, as stateset-server serve)",
+    )
     parser.add_argument(
         "--phases",
         type=phase_list,

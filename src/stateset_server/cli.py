@@ -195,7 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = with_db(commands.add_parser("serve", help="migrate if needed, then serve the API"))
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="server processes (default: one per CPU; SQLite writers take turns, reads run in parallel)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     worker = with_db(commands.add_parser("worker", help="send webhook deliveries (no API); run as many as needed"))
