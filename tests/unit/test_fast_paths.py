@@ -16,7 +16,7 @@ from stateset_server.core.fastpath import RouteIndex
 from stateset_server.core.ids import _base62, new_id, random_token
 from stateset_server.orders.document import document_of, respond
 from stateset_server.orders.schemas import CustomerRef, OrderOut, ShippingDetails, TimelineEntry
-from stateset_server.storage.epoch import FileEpoch
+from stateset_server.storage.epoch import FileEpochs
 
 PAIRS = [(api, api.starlette_route()) for api in API_ROUTES]
 
@@ -93,11 +93,12 @@ def test_ids_keep_their_shape_and_do_not_repeat() -> None:
 
 
 def test_the_epoch_is_shared_by_every_opener_of_the_database(tmp_path: Path) -> None:
-    first, second = FileEpoch.beside(str(tmp_path / "s.db")), FileEpoch.beside(str(tmp_path / "s.db"))
+    first, second = FileEpochs.beside(str(tmp_path / "s.db")), FileEpochs.beside(str(tmp_path / "s.db"))
     assert first is not None and second is not None
-    before = second.read()
-    assert first.read() == before
-    first.bump()
-    assert second.read() != before and second.read() == first.read()
-    assert FileEpoch.beside(":memory:") is None
-    assert FileEpoch.beside(str(tmp_path / "missing-dir" / "s.db")) is None
+    before, other = second.read("access"), second.read("catalog")
+    assert first.read("access") == before
+    first.bump("access")
+    assert second.read("access") != before and second.read("access") == first.read("access")
+    assert second.read("catalog") == other  # markers move independently
+    assert FileEpochs.beside(":memory:") is None
+    assert FileEpochs.beside(str(tmp_path / "missing-dir" / "s.db")) is None

@@ -168,7 +168,7 @@ class IdempotentDatabase:
         self._db = db
         self.dialect = db.dialect
         self.url = db.url
-        self.access_epoch = db.access_epoch
+        self.epochs = db.epochs
 
     async def read(self, fn: Callable[[Tx], Awaitable[T]], *, snapshot: bool = True) -> T:
         return await self._db.read(fn, snapshot=snapshot)

@@ -20,7 +20,7 @@ from stateset_server.orders.intake import payment_request
 from stateset_server.orders.pricing import Pricing
 from stateset_server.orders.schemas import CreateOrderIn, OrderOut, PayIn
 from stateset_server.payments.fees import FeeSchedule
-from stateset_server.products.catalog import catalog
+from stateset_server.products.catalog import known_products
 from stateset_server.storage import Database, Tx
 from stateset_server.workspaces.keys import Principal
 
@@ -86,7 +86,7 @@ async def create_bulk(
         except ApiError as error:
             errors.append(_item_error(index, error))
     skus = sorted({item.sku for _index, body in bodies for item in body.items})
-    known = await db.read(lambda tx: catalog(tx, principal, skus))
+    known = await known_products(db, principal, skus)
     for index, body in bodies:
         try:
             plans.append(service.plan_order(body, principal, pricing=pricing, fees=fees, known=known))

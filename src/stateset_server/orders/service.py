@@ -19,7 +19,7 @@ from stateset_server.orders.present import order_out, timeline
 from stateset_server.orders.pricing import Pricing
 from stateset_server.orders.schemas import CreateOrderIn, OrderOut, TimelineEntry
 from stateset_server.payments.fees import FeeSchedule
-from stateset_server.products.catalog import CatalogEntry, catalog
+from stateset_server.products.catalog import CatalogEntry, known_products
 from stateset_server.storage import Database, Tx
 from stateset_server.workspaces.keys import Principal
 
@@ -39,7 +39,7 @@ async def create_order(
     request_id: str | None,
 ) -> OrderOut:
     """Create an order; with a `payment` block, pay it in the same transaction (all or nothing)."""
-    known = await db.read(lambda tx: catalog(tx, principal, [item.sku for item in body.items]), snapshot=False)
+    known = await known_products(db, principal, [item.sku for item in body.items])
     plan = plan_order(body, principal, pricing=pricing, fees=fees, known=known)
 
     async def write(tx: Tx) -> OrderOut:

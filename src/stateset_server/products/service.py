@@ -105,6 +105,7 @@ async def create(tx: Tx, principal: Principal, body: CreateProductIn, request_id
         _encode(check_metadata(body.metadata)).decode(),
         now,
     )
+    await tx.invalidate("catalog")  # products/catalog.py's cache, in every process
     shown = await get(tx, principal, body.sku)
     await _event(tx, principal, "created", shown, None, now, request_id)
     return shown
@@ -141,6 +142,7 @@ async def update(tx: Tx, principal: Principal, sku: str, body: UpdateProductIn, 
             *changes.values(),
             now,
         )
+        await tx.invalidate("catalog")
     shown = await get(tx, principal, sku)
     old, new = msgspec.to_builtins(before), msgspec.to_builtins(shown)
     previous = {k: v for k, v in old.items() if k != "updated_at" and new.get(k) != v}
@@ -152,6 +154,7 @@ async def update(tx: Tx, principal: Principal, sku: str, body: UpdateProductIn, 
 async def delete(tx: Tx, principal: Principal, sku: str, request_id: str | None) -> dict[str, Any]:
     shown = await get(tx, principal, sku)
     now = now_us()
+    await tx.invalidate("catalog")
     await tx.execute(
         "UPDATE products SET deleted_at = $4, updated_at = $4 WHERE workspace_id = $1 AND mode = $2 AND sku = $3"
         " AND deleted_at IS NULL",

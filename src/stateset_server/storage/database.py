@@ -39,7 +39,6 @@ class Tx(Protocol):
     """One open transaction. SQL uses `$1, $2, …` placeholders in both dialects."""
 
     dialect: str
-    access_epoch: Any  # the database's change marker for keys and plans (storage/epoch.py), or None
 
     async def fetchrow(self, sql: str, *args: Any) -> Row | None: ...
     async def fetch(self, sql: str, *args: Any) -> list[Row]: ...
@@ -65,6 +64,10 @@ class Tx(Protocol):
         and invalidating for nothing is harmless)."""
         ...
 
+    async def invalidate(self, name: str) -> None:
+        """Once this transaction commits, every process's cache `name` is stale (storage/epoch.py)."""
+        ...
+
 
 class Database(Protocol):
     dialect: str
@@ -82,8 +85,8 @@ class Database(Protocol):
     async def ping(self) -> None: ...
     async def close(self) -> None: ...
 
-    # A marker that changes whenever API keys or plans do, for per-process caches; None: don't cache.
-    access_epoch: Any
+    # The change markers of per-process caches (storage/epoch.py), or None: cache nothing.
+    epochs: Any
 
 
 def is_unique_violation(exc: BaseException) -> bool:

@@ -1,35 +1,62 @@
-"""A change marker shared by every process on one SQLite database, read without a system call.
+"""Change markers for per-process caches of rarely changing rows, shared by every process.
 
-Per-process caches of rarely changing rows (API keys and plans) tag each entry with the marker they
-read before querying; a process that changes such rows writes a new marker *after* its commit, so
-every other process's next lookup misses and reads the database again. The marker is 8 bytes in a
-memory-mapped file beside the database (`<database>-epoch`): reading it is a memory load.
-A new random value, not a count, so writers need no lock.
+A cache (API keys and plans: "access"; products: "catalog") tags each entry with the marker it read
+before querying the database and serves the entry only while the marker is unchanged. A transaction
+that changes such rows calls `tx.invalidate(name)`, which changes the marker for every process once
+it commits, so the next lookup anywhere misses and reads the database again.
+
+- SQLite (`FileEpochs`): 8 bytes per marker in a memory-mapped file beside the database
+  (`<database>-epoch`); reading one is a memory load, changing one writes new random bytes (no lock
+  needed). Every process on the machine sees the change at once.
+- PostgreSQL (`NotifyEpochs`): a counter per marker in this process, moved on by LISTEN/NOTIFY
+  (the NOTIFY is sent inside the changing transaction, so it is delivered only if it commits). A
+  change made by another process is seen as soon as its notification arrives, normally within a
+  millisecond of the commit; while the listening connection is down nothing is cached.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import mmap
 import os
+from typing import Any, Protocol
 
-__all__ = ["FileEpoch"]
+import asyncpg
 
+__all__ = ["MARKERS", "Epochs", "FileEpochs", "NotifyEpochs"]
+
+MARKERS = ("access", "catalog")
 _SIZE = 8
+log = logging.getLogger("stateset_server")
 
 
-class FileEpoch:
+class Epochs(Protocol):
+    def read(self, name: str) -> object | None:
+        """The marker's current value; None: cache nothing now."""
+        ...
+
+    def bump(self, name: str) -> None:
+        """Changed here (after the commit): stale in this process at once."""
+        ...
+
+
+class FileEpochs:
     def __init__(self, path: str) -> None:
+        size = _SIZE * len(MARKERS)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            if os.fstat(fd).st_size < _SIZE:
-                os.pwrite(fd, os.urandom(_SIZE), 0)
-            self._map = mmap.mmap(fd, _SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            if os.fstat(fd).st_size < size:
+                os.pwrite(fd, os.urandom(size), 0)
+            self._map = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         finally:
             os.close(fd)
+        self._offset = {name: i * _SIZE for i, name in enumerate(MARKERS)}
 
     @classmethod
-    def beside(cls, database_path: str) -> FileEpoch | None:
-        """The marker for a database file; None (no caching) where it cannot be kept, e.g. in memory."""
+    def beside(cls, database_path: str) -> FileEpochs | None:
+        """The markers of a database file; None (no caching) where they cannot be kept, e.g. in memory."""
         if not database_path or database_path == ":memory:" or database_path.startswith("file:"):
             return None
         try:
@@ -37,11 +64,81 @@ class FileEpoch:
         except OSError:
             return None
 
-    def read(self) -> bytes:
-        return self._map[:_SIZE]
+    def read(self, name: str) -> bytes:
+        at = self._offset[name]
+        return self._map[at : at + _SIZE]
 
-    def bump(self) -> None:
-        self._map[:_SIZE] = os.urandom(_SIZE)
+    def bump(self, name: str) -> None:
+        at = self._offset[name]
+        self._map[at : at + _SIZE] = os.urandom(_SIZE)
 
     def close(self) -> None:
         self._map.close()
+
+
+def channel(name: str) -> str:
+    return f"stateset_{name}"
+
+
+class NotifyEpochs:
+    """Markers moved on by notifications, on one listening connection opened at the first read."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._counts = dict.fromkeys(MARKERS, 0)
+        self._conn: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def read(self, name: str) -> int | None:
+        if self._conn is None:
+            if self._task is None and not self._closed:
+                self._task = asyncio.get_running_loop().create_task(self._listen())
+            return None
+        return self._counts[name]
+
+    def bump(self, name: str) -> None:
+        self._counts[name] += 1
+
+    def _bump_all(self) -> None:
+        for name in MARKERS:
+            self.bump(name)
+
+    async def _listen(self) -> None:
+        while not self._closed:
+            lost = asyncio.Event()
+            try:
+                conn = await asyncpg.connect(self._url)
+                conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
+                for name in MARKERS:
+                    await conn.add_listener(channel(name), self._notified)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("cache invalidation: cannot listen on PostgreSQL (%s); not caching, retrying", exc)
+                await asyncio.sleep(1.0)
+                continue
+            self._bump_all()  # whatever happened while nobody listened
+            self._conn = conn
+            try:
+                await lost.wait()
+            finally:
+                self._conn = None
+                self._bump_all()
+                with contextlib.suppress(Exception):
+                    await conn.close()
+            if not self._closed:
+                await asyncio.sleep(0.2)
+
+    def _notified(self, _conn: object, _pid: int, channel_name: str, _payload: str) -> None:
+        name = channel_name.removeprefix("stateset_")
+        if name in self._counts:
+            self.bump(name)
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await self._conn.close()

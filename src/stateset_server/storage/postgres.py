@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from stateset_server.storage.database import NEXT_NUMBER, Row, StorageUnavailable
+from stateset_server.storage.epoch import NotifyEpochs, channel
 
 __all__ = ["PostgresDatabase", "PostgresTx"]
 
@@ -50,15 +51,23 @@ async def _reset(conn: asyncpg.Connection) -> None:
 class PostgresTx:
     dialect = "postgres"
 
-    access_epoch = None
-
-    def __init__(self, conn: asyncpg.Connection, counters: _Counters | None = None) -> None:
+    def __init__(
+        self, conn: asyncpg.Connection, counters: _Counters | None = None, epochs: NotifyEpochs | None = None
+    ) -> None:
         self._conn = conn
         self._counters = counters
+        self._epochs = epochs
         self.committed: list[Callable[[], None]] = []
 
     def after_commit(self, fn: Callable[[], None]) -> None:
         self.committed.append(fn)
+
+    async def invalidate(self, name: str) -> None:
+        # Delivered to every listening process if, and when, this transaction commits.
+        await self._conn.execute("SELECT pg_notify($1, '')", channel(name))
+        epochs = self._epochs
+        if epochs is not None:
+            self.after_commit(lambda: epochs.bump(name))
 
     async def fetchrow(self, sql: str, *args: Any) -> Row | None:
         return await self._conn.fetchrow(sql, *args)
@@ -138,13 +147,11 @@ class _Counters:
 class PostgresDatabase:
     dialect = "postgres"
 
-    # No cross-host marker yet: on PostgreSQL every request reads its key from the database.
-    access_epoch = None
-
     def __init__(self, url: str, pool: asyncpg.Pool) -> None:
         self.url = url
         self._pool = pool
         self._counters = _Counters(url)
+        self.epochs = NotifyEpochs(url)
 
     @classmethod
     async def open(cls, url: str) -> PostgresDatabase:
@@ -159,7 +166,7 @@ class PostgresDatabase:
         tx = None
         try:
             async with self._pool.acquire() as conn, conn.transaction():
-                tx = PostgresTx(conn, self._counters)
+                tx = PostgresTx(conn, self._counters, self.epochs)
                 return await fn(tx)
         except _UNAVAILABLE as exc:
             raise StorageUnavailable(str(exc)) from exc
@@ -185,5 +192,6 @@ class PostgresDatabase:
             raise StorageUnavailable(str(exc)) from exc
 
     async def close(self) -> None:
+        await self.epochs.close()
         await self._counters.close()
         await self._pool.close()

@@ -27,7 +27,7 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 from stateset_server.storage.database import NEXT_NUMBER, Row, StorageUnavailable, sqlite_path
-from stateset_server.storage.epoch import FileEpoch
+from stateset_server.storage.epoch import FileEpochs
 
 __all__ = ["SQLiteDatabase", "connect", "run_sync"]
 
@@ -74,14 +74,19 @@ def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
 class SQLiteTx:
     dialect = "sqlite"
 
-    def __init__(self, conn: sqlite3.Connection, access_epoch: FileEpoch | None = None) -> None:
+    def __init__(self, conn: sqlite3.Connection, epochs: FileEpochs | None = None) -> None:
         self._conn = conn
         self._depth = 0
-        self.access_epoch = access_epoch
+        self._epochs = epochs
         self.committed: list[Callable[[], None]] = []
 
     def after_commit(self, fn: Callable[[], None]) -> None:
         self.committed.append(fn)
+
+    async def invalidate(self, name: str) -> None:
+        epochs = self._epochs
+        if epochs is not None:
+            self.after_commit(lambda: epochs.bump(name))
 
     @asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
@@ -138,10 +143,10 @@ class _GroupCommitWriter:
     file still meet SQLite's lock and its busy timeout.)
     """
 
-    def __init__(self, path: str, access_epoch: FileEpoch | None) -> None:
+    def __init__(self, path: str, epochs: FileEpochs | None) -> None:
         self._lock_fd = _open_lock(path)
         self._conn = connect(path)
-        self._tx = SQLiteTx(self._conn, access_epoch)
+        self._tx = SQLiteTx(self._conn, epochs)
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-commit")
         self._pending: list[_Unit] = []
         self._draining: asyncio.Task[None] | None = None
@@ -269,8 +274,8 @@ class SQLiteDatabase:
     def __init__(self, url: str, path: str) -> None:
         self.url = url
         self.path = path
-        self.access_epoch = FileEpoch.beside(path)
-        self._writer = _GroupCommitWriter(path, self.access_epoch)
+        self.epochs = FileEpochs.beside(path)
+        self._writer = _GroupCommitWriter(path, self.epochs)
         self._reader = connect(path, readonly=True)
         self._read_tx = SQLiteTx(self._reader)
 
@@ -304,5 +309,5 @@ class SQLiteDatabase:
     async def close(self) -> None:
         await self._writer.close()
         self._reader.close()
-        if self.access_epoch is not None:
-            self.access_epoch.close()
+        if self.epochs is not None:
+            self.epochs.close()

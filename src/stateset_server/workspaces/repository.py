@@ -40,7 +40,7 @@ async def get_workspace(tx: Tx, workspace_id: str) -> Row | None:
 
 async def set_plan(tx: Tx, workspace_id: str, plan: str, limits: dict[str, int | None]) -> Row | None:
     """Replace the plan and every custom limit (None = the plan's value); the updated row, or None."""
-    _keys_changed(tx)
+    await tx.invalidate("access")  # cached keys and plans (service.identify)
     return await tx.fetchrow(
         "UPDATE workspaces SET plan = $2, per_second = $3, per_minute = $4, per_day = $5, concurrent = $6"
         f" WHERE id = $1 RETURNING {_WORKSPACE_COLUMNS}",
@@ -118,12 +118,5 @@ async def revoke_key(tx: Tx, key_id: str, revoked_at: int) -> bool:
     row = await tx.fetchrow(
         "UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL RETURNING id", key_id, revoked_at
     )
-    _keys_changed(tx)
+    await tx.invalidate("access")  # cached keys and plans (service.identify)
     return row is not None
-
-
-def _keys_changed(tx: Tx) -> None:
-    """Once this transaction ends, every process's cached keys and plans are stale (service.identify)."""
-    epoch = tx.access_epoch
-    if epoch is not None:
-        tx.after_commit(epoch.bump)

@@ -173,10 +173,10 @@ async def identify(db: Database, authorization: str | None) -> tuple[Principal, 
         raise invalid
     secret_hash = hash_key(token)
     # A valid key seen before, if nothing about keys or plans changed since (in any process).
-    epoch = db.access_epoch
-    tag = epoch.read() if epoch is not None else None
+    epochs = db.epochs
+    tag = epochs.read("access") if epochs is not None else None
     cached = _known.get(secret_hash)
-    if cached is not None and cached[0] is epoch and cached[1] == tag:
+    if cached is not None and tag is not None and cached[0] is epochs and cached[1] == tag:
         return cached[2]
 
     async def lookup(tx: Tx) -> tuple[Principal, Limits] | None:
@@ -190,13 +190,13 @@ async def identify(db: Database, authorization: str | None) -> tuple[Principal, 
     found = await db.read(lookup, snapshot=False)
     if found is None:
         raise invalid  # unknown and revoked keys are never cached: a new key works at once
-    if epoch is not None:
+    if tag is not None:
         if len(_known) >= _KNOWN_MAX:
             _known.clear()
-        _known[secret_hash] = (epoch, tag, found)
+        _known[secret_hash] = (epochs, tag, found)
     return found
 
 
-# Valid keys by hash → (the epoch they were read under, its value then, what identify returns).
-_known: dict[str, tuple[Any, bytes | None, tuple[Principal, Limits]]] = {}
+# Valid keys by hash → (the markers they were read under, the "access" marker then, what identify returns).
+_known: dict[str, tuple[Any, object, tuple[Principal, Limits]]] = {}
 _KNOWN_MAX = 10_000

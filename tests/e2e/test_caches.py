@@ -1,0 +1,67 @@
+"""Per-process caches (API keys and plans, the catalogue) never serve what another process changed:
+two servers on one database, a change through one, the next request through the other."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+
+from stateset_server.storage import with_database
+from stateset_server.workspaces import service
+from tests.conftest import PRICING_ENV, servers_on_new_database
+from tests.support import run
+
+
+def _eventually(engine: str, check, seconds: float = 1.0):
+    """SQLite's markers change at the commit; PostgreSQL's when the NOTIFY arrives (allowed a second)."""
+    deadline = time.monotonic() + (seconds if engine == "postgres" else 0)
+    while True:
+        result = check()
+        if result or time.monotonic() >= deadline:
+            return result
+        time.sleep(0.005)
+
+
+def test_a_product_made_through_one_server_prices_the_next_order_on_another(engine: str, tmp_path) -> None:
+    with servers_on_new_database(engine, str(tmp_path), PRICING_ENV, count=2) as (one, other):
+
+        async def setup(db):
+            workspace_id = await service.create_workspace(db, "caches")
+            return (await service.create_key(db, workspace_id=workspace_id, mode="test", kind="secret")).secret
+
+        secret = run(with_database(one.database_url, setup))
+        auth = {"Authorization": f"Bearer {secret}"}
+        with (
+            httpx.Client(base_url=one.base_url, headers=auth) as a,
+            httpx.Client(base_url=other.base_url, headers=auth) as b,
+        ):
+            item = {"sku": "CACHED-1", "quantity": 1}
+            for _ in range(20):  # the SKU is unknown: a price is needed, and server A caches "unknown"
+                assert a.post("/v1/orders", json={"currency": "USD", "items": [item]}).status_code == 422
+                time.sleep(0.02)
+            made = b.post(
+                "/v1/products",
+                json={
+                    "sku": "CACHED-1",
+                    "name": "Cached",
+                    "price": "7.00",
+                    "currency": "USD",
+                    "track_inventory": False,
+                },
+            )
+            assert made.status_code == 201, made.text
+
+            def priced() -> bool:
+                response = a.post("/v1/orders", json={"currency": "USD", "items": [item]})
+                return response.status_code == 201 and response.json()["items"][0]["unit_price"] == "7.00"
+
+            assert _eventually(engine, priced)
+            changed = b.patch("/v1/products/CACHED-1", json={"price": "8.00"})
+            assert changed.status_code == 200, changed.text
+
+            def repriced() -> bool:
+                response = a.post("/v1/orders", json={"currency": "USD", "items": [item]})
+                return response.status_code == 201 and response.json()["items"][0]["unit_price"] == "8.00"
+
+            assert _eventually(engine, repriced)
