@@ -102,3 +102,23 @@ def test_the_epoch_is_shared_by_every_opener_of_the_database(tmp_path: Path) -> 
     assert second.read("catalog") == other  # markers move independently
     assert FileEpochs.beside(":memory:") is None
     assert FileEpochs.beside(str(tmp_path / "missing-dir" / "s.db")) is None
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Python 3.12+ warns about fork with threads
+def test_request_ids_are_unique_in_a_process_and_across_forked_workers() -> None:
+    import multiprocessing
+
+    from stateset_server.core.ids import request_id
+
+    ours = [request_id() for _ in range(10_000)]
+    assert len(set(ours)) == len(ours) and all(re.fullmatch(r"req_[0-9A-Za-z]{22}", i) for i in ours)
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        theirs = pool.map(_ids_in_a_worker, range(2))
+    assert len({i[:16] for batch in theirs for i in batch} | {ours[0][:16]}) == 3  # a prefix per process
+    assert not set(ours) & {i for batch in theirs for i in batch}
+
+
+def _ids_in_a_worker(_: int) -> list[str]:
+    from stateset_server.core.ids import request_id
+
+    return [request_id() for _ in range(100)]

@@ -26,7 +26,7 @@ from stateset_server.core import idempotency
 from stateset_server.core.clock import iso, now_us
 from stateset_server.core.errors import ApiError
 from stateset_server.core.forms import FormError, form_to_json
-from stateset_server.core.ids import new_id
+from stateset_server.core.ids import request_id as next_request_id
 from stateset_server.core.validation import decode_body, decode_optional_body
 from stateset_server.storage.database import StorageUnavailable, is_unique_violation
 from stateset_server.workspaces.keys import Principal
@@ -78,7 +78,7 @@ def with_request_id(scope: Scope, send: Send) -> Send:
                 request_id = candidate
             break
     if request_id is None:
-        request_id = new_id("req")
+        request_id = next_request_id()
     scope["request_id"] = request_id
     scope["started"] = time.perf_counter()  # for list envelopes' meta.response_time_ms
     header = (b"x-request-id", request_id.encode())

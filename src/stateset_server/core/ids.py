@@ -6,10 +6,11 @@ stay at the right edge, cursors by id follow creation order) while staying ungue
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 
-__all__ = ["new_id", "random_token"]
+__all__ = ["new_id", "random_token", "request_id"]
 
 _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _WIDTH = 22  # 62**22 > 2**128
@@ -47,8 +48,6 @@ class _Entropy:
 
 
 _entropy = _Entropy()
-if hasattr(os, "register_at_fork"):  # a forked worker must never repeat its parent's bytes
-    os.register_at_fork(after_in_child=lambda: _entropy.__init__())
 
 
 def new_id(prefix: str) -> str:
@@ -61,3 +60,21 @@ def random_token(nbytes: int = 24) -> str:
     """A base62 secret with `nbytes` of entropy (24 bytes = 192 bits), straight from the OS."""
     width = (nbytes * 8 * 1000 + 5953) // 5954  # ceil(bits / log2(62))
     return _base62(int.from_bytes(os.urandom(nbytes), "big"), width)
+
+
+class _RequestIds:
+    """`req_` ids: 12 random characters per process, then a 10-character counter. Unique without a
+    clock or fresh randomness per request; they only need to tell requests apart in logs."""
+
+    def __init__(self) -> None:
+        self.prefix = random_token(9)[:12]
+        self.count = itertools.count(1)
+
+
+_requests = _RequestIds()
+if hasattr(os, "register_at_fork"):  # a forked worker must never repeat its parent's bytes or ids
+    os.register_at_fork(after_in_child=lambda: (_entropy.__init__(), _requests.__init__()))
+
+
+def request_id() -> str:
+    return f"req_{_requests.prefix}{_base62(next(_requests.count), 10)}"

@@ -9,6 +9,7 @@ refused here instead of sending USDC somewhere nobody can spend it. Everything i
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from bech32 import CHARSET, bech32_decode, bech32_encode, bech32_hrp_expand, bech32_polymod, convertbits
 from Crypto.Hash import keccak
@@ -52,6 +53,11 @@ def normalize_wallet_address(text: str) -> str:
     """
     if not isinstance(text, str):
         raise InvalidAddress(f"expected a string, got {type(text).__name__}")
+    return _canonical(text)
+
+
+@lru_cache(maxsize=8192)  # a pure function over a few recurring wallets; the checksums cost ~20 µs
+def _canonical(text: str) -> str:
     text = text.strip()
     if not text:
         raise InvalidAddress("address is empty")
