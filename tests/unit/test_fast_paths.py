@@ -114,7 +114,7 @@ def test_request_ids_are_unique_in_a_process_and_across_forked_workers() -> None
     assert len(set(ours)) == len(ours) and all(re.fullmatch(r"req_[0-9A-Za-z]{22}", i) for i in ours)
     with multiprocessing.get_context("fork").Pool(2) as pool:
         theirs = pool.map(_ids_in_a_worker, range(2))
-    assert len({i[:16] for batch in theirs for i in batch} | {ours[0][:16]}) == 3  # a prefix per process
+    assert ours[0][:16] not in {i[:16] for batch in theirs for i in batch}  # a new prefix in every worker
     assert not set(ours) & {i for batch in theirs for i in batch}
 
 
