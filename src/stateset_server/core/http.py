@@ -164,6 +164,10 @@ async def http_exception_handler(request: Request, exc: Exception) -> Response:
     return error_response(request, error)
 
 
+def _too_large(limit: int) -> ApiError:
+    return ApiError("PAYLOAD_TOO_LARGE", f"Request bodies are limited to {limit} bytes.", {"max_bytes": limit})
+
+
 async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
     """The whole body as JSON bytes, refusing (413) as soon as it is known to exceed `limit` — without
     buffering it. Form-encoded bodies (bracket notation for nesting) are rewritten to JSON and marked
@@ -184,15 +188,14 @@ async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
             f"Request bodies are JSON or form-encoded, not {media}.",
             {"content_type": media, "supported": ["application/json", "application/x-www-form-urlencoded"]},
         )
-    too_large = ApiError("PAYLOAD_TOO_LARGE", f"Request bodies are limited to {limit} bytes.", {"max_bytes": limit})
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise too_large
+        raise _too_large(limit)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise too_large
+            raise _too_large(limit)
         chunks.append(chunk)
     body = b"".join(chunks)
     if media == "application/x-www-form-urlencoded" and body.lstrip()[:1] not in (b"{", b"["):

@@ -164,13 +164,8 @@ async def identify(db: Database, authorization: str | None) -> tuple[Principal, 
             "No API key provided. Send it as 'Authorization: Bearer sk_test_...'.",
             headers={"WWW-Authenticate": 'Bearer realm="stateset"'},
         )
-    invalid = ApiError(
-        "INVALID_API_KEY",
-        "The API key provided is invalid, expired or revoked.",
-        headers={"WWW-Authenticate": 'Bearer realm="stateset", error="invalid_token"'},
-    )
     if parse_key(token) is None:
-        raise invalid
+        raise _invalid_key()
     secret_hash = hash_key(token)
     # A valid key seen before, if nothing about keys or plans changed since (in any process).
     epochs = db.epochs
@@ -189,12 +184,20 @@ async def identify(db: Database, authorization: str | None) -> tuple[Principal, 
 
     found = await db.read(lookup, snapshot=False)
     if found is None:
-        raise invalid  # unknown and revoked keys are never cached: a new key works at once
+        raise _invalid_key()  # unknown and revoked keys are never cached: a new key works at once
     if tag is not None:
         if len(_known) >= _KNOWN_MAX:
             _known.clear()
         _known[secret_hash] = (epochs, tag, found)
     return found
+
+
+def _invalid_key() -> ApiError:
+    return ApiError(
+        "INVALID_API_KEY",
+        "The API key provided is invalid, expired or revoked.",
+        headers={"WWW-Authenticate": 'Bearer realm="stateset", error="invalid_token"'},
+    )
 
 
 # Valid keys by hash → (the markers they were read under, the "access" marker then, what identify returns).
