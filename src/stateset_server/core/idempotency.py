@@ -2,9 +2,10 @@
 
 A write request with an `Idempotency-Key` header runs under a `Scope`. Every write endpoint does its
 work in exactly one transaction; inside it, the key is claimed first (on PostgreSQL a concurrent
-claim waits for the first to commit), the work runs under a savepoint, and the response — or an
-error raised after the work began, such as a declined payment — is stored before the commit. A
-crash can therefore never leave a key recorded without its effect, or an effect without its key.
+claim waits for the first to commit), the work runs, and the response is stored before the commit.
+A crash can therefore never leave a key recorded without its effect, or an effect without its key.
+An error raised after the work began, such as a declined payment, rolls the work back and is then
+stored under the key in a second, small transaction.
 
 - same key, same request → the stored status and body, with `Idempotent-Replayed: true`;
 - same key, different request → 422 IDEMPOTENCY_KEY_REUSED;
@@ -161,6 +162,12 @@ async def _store(tx: Tx, scope: Scope, status: int, body: bytes) -> None:
     )
 
 
+class _WorkFailed(Exception):
+    def __init__(self, error: ApiError) -> None:
+        super().__init__(error.code)
+        self.error = error
+
+
 class IdempotentDatabase:
     """The database as request handlers see it: writes made under an idempotency scope are guarded."""
 
@@ -189,26 +196,33 @@ class IdempotentDatabase:
         render = scope.render
         fingerprint = scope.fingerprint()
 
-        async def guarded(tx: Tx) -> T | Replay:
+        async def guarded(tx: Tx) -> T:
             await _claim(tx, scope, fingerprint, now_us())
             try:
-                async with tx.savepoint():
-                    result = await fn(tx)
+                result = await fn(tx)
             except ApiError as error:
-                if error.status >= 500:
-                    raise
-                body = scope.error_body(error)
-                await _store(tx, scope, error.status, body)
-                # Committed with the key; sent as stored so a retry gets the very same bytes.
-                return Replay(error.status, body, replayed=False)
+                raise _WorkFailed(error) from error  # rolls back the work and the claim alike
             status, content = render(result)
             await _store(tx, scope, status, _encode(content))
             return result
 
-        outcome = await self._db.write(guarded)
-        if isinstance(outcome, Replay):
-            raise outcome
-        return outcome
+        try:
+            return await self._db.write(guarded)
+        except _WorkFailed as failed:
+            error = failed.error
+        if error.status >= 500:
+            raise error
+        body = scope.error_body(error)
+
+        async def record(tx: Tx) -> None:
+            # The work's 4xx, stored under the key right after its transaction rolled back (a
+            # savepoint would cost two round trips on every write). A request that took the key
+            # in between is what a retry replays instead.
+            await _claim(tx, scope, fingerprint, now_us())
+            await _store(tx, scope, error.status, body)
+
+        await self._db.write(record)
+        raise Replay(error.status, body, replayed=False)  # sent as stored: a retry gets the same bytes
 
 
 async def purge_expired(db: Database) -> int:
