@@ -1,11 +1,12 @@
 """Idempotency keys (Stripe's semantics), stored atomically with the change they protect.
 
 A write request with an `Idempotency-Key` header runs under a `Scope`. Every write endpoint does its
-work in exactly one transaction; inside it, the key is claimed first (on PostgreSQL a concurrent
-claim waits for the first to commit), the work runs, and the response is stored before the commit.
-A crash can therefore never leave a key recorded without its effect, or an effect without its key.
-An error raised after the work began, such as a declined payment, rolls the work back and is then
-stored under the key in a second, small transaction.
+work in exactly one transaction, and the key is recorded with the response at the end of it, in
+one statement: a crash can never leave a key recorded without its effect, or an effect without its
+key. When another request already holds the key (on PostgreSQL a concurrent one is waited for), the
+work is rolled back and that request's stored response is replayed. An error raised after the work
+began, such as a declined payment, rolls the work back and is stored under the key in a second,
+small transaction.
 
 - same key, same request → the stored status and body, with `Idempotent-Replayed: true`;
 - same key, different request → 422 IDEMPOTENCY_KEY_REUSED;
@@ -99,37 +100,35 @@ def bind(render: Callable[[Any], tuple[int, Any]]) -> None:
         scope.render = render
 
 
-async def _claim(tx: Tx, scope: Scope, fingerprint: str, now: int) -> None:
-    """Take the key for this request, or raise Replay / 422 for the request that already has it."""
-    p = scope.principal
-    inserted = await tx.fetchval(
+async def _take(tx: Tx, scope: Scope, fingerprint: str, status: int, body: bytes) -> bool:
+    """Record the request's response under its key, in the transaction of its work; False when
+    another request holds the key (on PostgreSQL this waits for that request's transaction to end).
+    A key older than 24 hours is free again and is taken over."""
+    p, now = scope.principal, now_us()
+    taken = await tx.fetchval(
         "INSERT INTO idempotency_keys"
         " (workspace_id, mode, key, fingerprint, method, path, status_code, response, created_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, 0, '', $7) ON CONFLICT (workspace_id, mode, key) DO NOTHING RETURNING 1",
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (workspace_id, mode, key) DO UPDATE SET"
+        " fingerprint = excluded.fingerprint, method = excluded.method, path = excluded.path,"
+        " status_code = excluded.status_code, response = excluded.response, created_at = excluded.created_at"
+        " WHERE idempotency_keys.created_at < $10 RETURNING 1",
         p.workspace_id,
         p.mode,
         scope.key,
         fingerprint,
         scope.method,
         scope.path,
-        now,
-    )
-    if inserted is not None:
-        return
-    reclaimed = await tx.fetchval(
-        "UPDATE idempotency_keys SET fingerprint = $4, method = $5, path = $6, status_code = 0, response = '',"
-        " created_at = $7 WHERE workspace_id = $1 AND mode = $2 AND key = $3 AND created_at < $8 RETURNING 1",
-        p.workspace_id,
-        p.mode,
-        scope.key,
-        fingerprint,
-        scope.method,
-        scope.path,
+        status,
+        body.decode(),
         now,
         now - TTL_US,
     )
-    if reclaimed is not None:
-        return
+    return taken is not None
+
+
+async def _held(tx: Tx, scope: Scope, fingerprint: str) -> None:
+    """Raise what a request gets whose key another request holds: its stored response, or 422."""
+    p = scope.principal
     row = await tx.fetchrow(
         "SELECT fingerprint, method, path, status_code, response FROM idempotency_keys"
         " WHERE workspace_id = $1 AND mode = $2 AND key = $3",
@@ -137,29 +136,19 @@ async def _claim(tx: Tx, scope: Scope, fingerprint: str, now: int) -> None:
         p.mode,
         scope.key,
     )
-    assert row is not None
-    if row["fingerprint"] != fingerprint:
+    if row is not None and row["fingerprint"] != fingerprint:
         raise ApiError(
             "IDEMPOTENCY_KEY_REUSED",
             "This Idempotency-Key was already used with a different request.",
             {"idempotency_key": scope.key, "original_request": f"{row['method']} {row['path']}"},
         )
-    if row["status_code"] == 0:  # only visible if a claim survived without its response: never expected
+    if row is None or row["status_code"] == 0:  # gone meanwhile, or a claim from an older version
         raise ApiError("IDEMPOTENCY_IN_PROGRESS", "A request with this Idempotency-Key is still running.")
     raise Replay(int(row["status_code"]), row["response"].encode())
 
 
-async def _store(tx: Tx, scope: Scope, status: int, body: bytes) -> None:
-    p = scope.principal
-    await tx.execute(
-        "UPDATE idempotency_keys SET status_code = $4, response = $5"
-        " WHERE workspace_id = $1 AND mode = $2 AND key = $3",
-        p.workspace_id,
-        p.mode,
-        scope.key,
-        status,
-        body.decode(),
-    )
+class _KeyTaken(Exception):
+    """Another request holds the key: this transaction must not commit."""
 
 
 class _WorkFailed(Exception):
@@ -197,17 +186,20 @@ class IdempotentDatabase:
         fingerprint = scope.fingerprint()
 
         async def guarded(tx: Tx) -> T:
-            await _claim(tx, scope, fingerprint, now_us())
             try:
                 result = await fn(tx)
             except ApiError as error:
-                raise _WorkFailed(error) from error  # rolls back the work and the claim alike
+                raise _WorkFailed(error) from error  # rolls the work back
             status, content = render(result)
-            await _store(tx, scope, status, _encode(content))
+            if not await _take(tx, scope, fingerprint, status, _encode(content)):
+                raise _KeyTaken  # rolls the work back: the key's first request answers for it
             return result
 
         try:
             return await self._db.write(guarded)
+        except _KeyTaken:
+            await self._db.read(lambda tx: _held(tx, scope, fingerprint))
+            raise AssertionError("_held always raises") from None
         except _WorkFailed as failed:
             error = failed.error
         if error.status >= 500:
@@ -215,13 +207,14 @@ class IdempotentDatabase:
         body = scope.error_body(error)
 
         async def record(tx: Tx) -> None:
-            # The work's 4xx, stored under the key right after its transaction rolled back (a
-            # savepoint would cost two round trips on every write). A request that took the key
-            # in between is what a retry replays instead.
-            await _claim(tx, scope, fingerprint, now_us())
-            await _store(tx, scope, error.status, body)
+            # The work's 4xx, stored under the key right after its transaction rolled back.
+            if not await _take(tx, scope, fingerprint, error.status, body):
+                raise _KeyTaken
 
-        await self._db.write(record)
+        try:
+            await self._db.write(record)
+        except _KeyTaken:
+            await self._db.read(lambda tx: _held(tx, scope, fingerprint))
         raise Replay(error.status, body, replayed=False)  # sent as stored: a retry gets the same bytes
 
 
