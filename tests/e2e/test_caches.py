@@ -65,3 +65,44 @@ def test_a_product_made_through_one_server_prices_the_next_order_on_another(engi
                 return response.status_code == 201 and response.json()["items"][0]["unit_price"] == "8.00"
 
             assert _eventually(engine, repriced)
+
+
+def test_an_endpoint_made_through_one_server_receives_the_next_event_on_another(engine: str, tmp_path) -> None:
+    env = {**PRICING_ENV, "STATESET_WEBHOOK_ALLOW_PRIVATE": "true", "STATESET_WEBHOOK_WORKER": "external"}
+    with servers_on_new_database(engine, str(tmp_path), env, count=2) as (one, other):
+
+        async def setup(db):
+            workspace_id = await service.create_workspace(db, "caches")
+            return (await service.create_key(db, workspace_id=workspace_id, mode="test", kind="secret")).secret
+
+        secret = run(with_database(one.database_url, setup))
+        auth = {"Authorization": f"Bearer {secret}"}
+        order = {"currency": "USD", "items": [{"sku": "A", "quantity": 1, "price": "1.00"}]}
+        with (
+            httpx.Client(base_url=one.base_url, headers=auth) as a,
+            httpx.Client(base_url=other.base_url, headers=auth) as b,
+        ):
+            for _ in range(20):  # server A caches "no endpoints" for the workspace
+                assert a.post("/v1/orders", json=order).status_code == 201
+                time.sleep(0.02)
+            made = b.post("/v1/webhooks", json={"url": "http://127.0.0.1:9/hook", "events": ["order.created"]})
+            assert made.status_code == 201, made.text
+            endpoint = made.json()["id"]
+
+            def deliveries() -> set[str]:
+                listed = b.get(f"/v1/webhooks/{endpoint}/deliveries", params={"limit": 100}).json()["data"]
+                return {d["event_id"] for d in listed}
+
+            def delivered() -> bool:  # the next order's event is queued for the new endpoint
+                event = a.post("/v1/orders", json=order).json()["timeline"][0]["event_id"]
+                return event in deliveries()
+
+            assert _eventually(engine, delivered)
+            disabled = b.patch(f"/v1/webhooks/{endpoint}", json={"enabled": False})
+            assert disabled.status_code == 200, disabled.text
+
+            def stopped() -> bool:  # and once it is disabled, no longer
+                event = a.post("/v1/orders", json=order).json()["timeline"][0]["event_id"]
+                return event not in deliveries()
+
+            assert _eventually(engine, stopped)

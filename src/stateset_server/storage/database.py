@@ -39,6 +39,8 @@ class Tx(Protocol):
     """One open transaction. SQL uses `$1, $2, …` placeholders in both dialects."""
 
     dialect: str
+    epochs: Any  # the database's cache markers (storage/epoch.py), or None
+    invalidated: set[str]  # the caches this transaction has invalidated so far
 
     async def fetchrow(self, sql: str, *args: Any) -> Row | None: ...
     async def fetch(self, sql: str, *args: Any) -> list[Row]: ...

@@ -1,7 +1,8 @@
 """Change markers for per-process caches of rarely changing rows, shared by every process.
 
-A cache (API keys and plans: "access"; products: "catalog") tags each entry with the marker it read
-before querying the database and serves the entry only while the marker is unchanged. A transaction
+A cache (API keys and plans: "access"; products: "catalog"; webhook endpoints: "webhooks") tags each
+entry with the marker it read before querying the database and serves the entry only while the
+marker is unchanged. A transaction
 that changes such rows calls `tx.invalidate(name)`, which changes the marker for every process once
 it commits, so the next lookup anywhere misses and reads the database again.
 
@@ -27,7 +28,7 @@ import asyncpg
 
 __all__ = ["MARKERS", "Epochs", "FileEpochs", "NotifyEpochs"]
 
-MARKERS = ("access", "catalog")
+MARKERS = ("access", "catalog", "webhooks")
 _SIZE = 8
 log = logging.getLogger("stateset_server")
 

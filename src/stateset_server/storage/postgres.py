@@ -56,8 +56,9 @@ class PostgresTx:
     ) -> None:
         self._conn = conn
         self._counters = counters
-        self._epochs = epochs
+        self.epochs = epochs
         self.committed: list[Callable[[], None]] = []
+        self.invalidated: set[str] = set()
 
     def after_commit(self, fn: Callable[[], None]) -> None:
         self.committed.append(fn)
@@ -65,7 +66,8 @@ class PostgresTx:
     async def invalidate(self, name: str) -> None:
         # Delivered to every listening process if, and when, this transaction commits.
         await self._conn.execute("SELECT pg_notify($1, '')", channel(name))
-        epochs = self._epochs
+        self.invalidated.add(name)
+        epochs = self.epochs
         if epochs is not None:
             self.after_commit(lambda: epochs.bump(name))
 

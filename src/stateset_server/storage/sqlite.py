@@ -77,14 +77,16 @@ class SQLiteTx:
     def __init__(self, conn: sqlite3.Connection, epochs: FileEpochs | None = None) -> None:
         self._conn = conn
         self._depth = 0
-        self._epochs = epochs
+        self.epochs = epochs
         self.committed: list[Callable[[], None]] = []
+        self.invalidated: set[str] = set()
 
     def after_commit(self, fn: Callable[[], None]) -> None:
         self.committed.append(fn)
 
     async def invalidate(self, name: str) -> None:
-        epochs = self._epochs
+        self.invalidated.add(name)
+        epochs = self.epochs
         if epochs is not None:
             self.after_commit(lambda: epochs.bump(name))
 
@@ -207,7 +209,7 @@ class _GroupCommitWriter:
             _settle_all(group, StorageUnavailable(f"write transaction failed: {exc}"))
             return
         finally:
-            callbacks, self._tx.committed = self._tx.committed, []
+            callbacks, self._tx.committed, self._tx.invalidated = self._tx.committed, [], set()
             for callback in callbacks:
                 callback()
         self.groups += 1

@@ -4,9 +4,10 @@
 pending delivery per enabled endpoint that subscribes to it, or not at all — a crash can never lose
 a webhook nor send one for a change that was rolled back. Dispatchers (dispatcher.py) send them later.
 
-Cost on the write path: one indexed query per event (the partial index `webhook_endpoints_active`
-holds only live, enabled endpoints), plus one insert per matching endpoint. A per-workspace cache of
-the endpoint list would save the query, but needs invalidation across processes; not done yet.
+Cost on the write path: one insert per matching endpoint, and the workspace's endpoint list: from
+this process's cache while no endpoint changed anywhere (storage/epoch.py), else one indexed query
+(the partial index `webhook_endpoints_active` holds only live, enabled endpoints). A transaction that
+changed endpoints itself reads them from the database.
 
 This module is imported by events/log.py, so it must not import the events package itself.
 """
@@ -14,6 +15,7 @@ This module is imported by events/log.py, so it must not import the events packa
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import msgspec
 
@@ -48,19 +50,37 @@ async def insert_deliveries(
     return len(rows)
 
 
-async def enqueue(tx: Tx, *, workspace_id: str, mode: str, event_id: str, event_type: str, now: int) -> int:
-    """One pending delivery per enabled endpoint of the workspace and mode whose patterns match."""
-    endpoints = await tx.fetch(
+# (workspace, mode) → (the markers read under, the "webhooks" marker then, [(endpoint id, its patterns)]).
+_known: dict[tuple[str, str], tuple[Any, object, list[tuple[str, list[str]]]]] = {}
+_KNOWN_MAX = 10_000
+
+
+async def _endpoints(tx: Tx, workspace_id: str, mode: str) -> list[tuple[str, list[str]]]:
+    epochs = tx.epochs
+    usable = epochs is not None and "webhooks" not in tx.invalidated
+    tag = epochs.read("webhooks") if usable else None
+    if tag is not None:
+        cached = _known.get((workspace_id, mode))
+        if cached is not None and cached[0] is epochs and cached[1] == tag:
+            return cached[2]
+    rows = await tx.fetch(
         "SELECT id, events FROM webhook_endpoints"
         " WHERE workspace_id = $1 AND mode = $2 AND enabled = 1 AND deleted_at IS NULL",
         workspace_id,
         mode,
     )
+    endpoints = [(row["id"], msgspec.json.decode(row["events"])) for row in rows]
+    if tag is not None:
+        if len(_known) >= _KNOWN_MAX:
+            _known.clear()
+        _known[(workspace_id, mode)] = (epochs, tag, endpoints)
+    return endpoints
+
+
+async def enqueue(tx: Tx, *, workspace_id: str, mode: str, event_id: str, event_type: str, now: int) -> int:
+    """One pending delivery per enabled endpoint of the workspace and mode whose patterns match."""
+    endpoints = await _endpoints(tx, workspace_id, mode)
     if not endpoints:
         return 0
-    targets = [
-        (row["id"], event_id, event_type)
-        for row in endpoints
-        if matches(msgspec.json.decode(row["events"]), event_type)
-    ]
+    targets = [(endpoint, event_id, event_type) for endpoint, patterns in endpoints if matches(patterns, event_type)]
     return await insert_deliveries(tx, workspace_id=workspace_id, mode=mode, targets=targets, now=now)

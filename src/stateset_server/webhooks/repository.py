@@ -127,6 +127,7 @@ async def find_endpoint_by_url(tx: Tx, workspace_id: str, mode: str, url: str) -
 
 
 async def insert_endpoint(tx: Tx, endpoint: Endpoint) -> None:
+    await tx.invalidate("webhooks")  # outbox.enqueue's cache of endpoints, in every process
     await tx.execute(
         f"INSERT INTO webhook_endpoints ({ENDPOINT_COLUMNS})"
         " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
@@ -145,6 +146,7 @@ async def update_endpoint(tx: Tx, before: Endpoint, after: Endpoint) -> None:
     changed = [name for name in _MUTABLE if getattr(before, name) != getattr(after, name)]
     if not changed:
         return
+    await tx.invalidate("webhooks")
     assignments = ", ".join(f"{name} = ${n}" for n, name in enumerate(changed, start=2))
     await tx.execute(
         f"UPDATE webhook_endpoints SET {assignments} WHERE id = $1",
