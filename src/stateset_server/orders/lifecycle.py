@@ -26,7 +26,7 @@ from stateset_server.orders.document import document_of
 from stateset_server.orders.machine import IllegalTransition, Position, allowed_next, transition
 from stateset_server.orders.model import Order
 from stateset_server.orders.present import order_out, timeline
-from stateset_server.orders.schemas import OrderOut
+from stateset_server.orders.schemas import OrderOut, TimelineEntry
 from stateset_server.orders.status import OrderStatus as S
 from stateset_server.payments import service as payments
 from stateset_server.payments.fees import FeeSchedule
@@ -107,8 +107,9 @@ async def apply(
         after = msgspec.structs.replace(after, payments=await order_payments(tx, before.id))
     shown_before, shown = order_out(before, base_url), order_out(after, base_url)
     data, previous = _encode(shown), _encode(_previous(shown_before, shown))
+    first_event = None
     for event_type in outcome.events:
-        await log.append(
+        event_id = await log.append(
             tx,
             principal=principal,
             type=event_type,
@@ -120,9 +121,27 @@ async def apply(
             request_id=request_id,
             object_status=after.status.value,
         )
-    shown.timeline = timeline(await log.object_events(tx, principal, before.id))
+        first_event = first_event or TimelineEntry(after.status.value, shown.updated_at, event_type, event_id)
+    shown.timeline = await _timeline(tx, principal, before, first_event)
     await repository.update_order(tx, before, after, document_of(shown))
     return shown, outcome
+
+
+class _Timeline(msgspec.Struct):
+    timeline: list[TimelineEntry]
+
+
+async def _timeline(
+    tx: Tx, principal: Principal, before: Order, first_event: TimelineEntry | None
+) -> list[TimelineEntry]:
+    """The timeline after this change: the stored one plus a step if the status changed (as
+    `present.timeline` would compute from the events), or computed from the events."""
+    if before.document is None:
+        return timeline(await log.object_events(tx, principal, before.id))
+    steps = msgspec.json.decode(before.document + "}", type=_Timeline).timeline
+    if first_event is not None and (not steps or steps[-1].status != first_event.status):
+        steps.append(first_event)
+    return steps
 
 
 async def _stock_follows_status(tx: Tx, principal: Principal, before: Order, after: Order, now: int) -> None:

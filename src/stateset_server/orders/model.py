@@ -57,6 +57,7 @@ class Order(msgspec.Struct, frozen=True):
     delivered_at: int | None = None
     cancelled_at: int | None = None
     payments: list[Payment] = msgspec.field(default_factory=list)
+    document: str | None = None  # as stored (orders/document.py), when read for a change
 
     @property
     def amount_due(self) -> int:

@@ -110,7 +110,7 @@ def _loads(text: str | None) -> dict | None:
     return None if text is None else msgspec.json.decode(text)
 
 
-def _order(row: Row, items: list[Row], payments: list[Payment]) -> Order:
+def _order(row: Row, items: list[Row], payments: list[Payment], document: str | None = None) -> Order:
     return Order(
         id=row["id"],
         workspace_id=row["workspace_id"],
@@ -157,6 +157,7 @@ def _order(row: Row, items: list[Row], payments: list[Payment]) -> Order:
         delivered_at=row["delivered_at"],
         cancelled_at=row["cancelled_at"],
         payments=payments,
+        document=document,
     )
 
 
@@ -172,7 +173,7 @@ async def get_order(tx: Tx, workspace_id: str, mode: str, order_id: str, *, for_
     """The order when it exists in this workspace and mode; another tenant's id reads as absent."""
     lock = " FOR UPDATE" if for_update else ""
     row = await tx.fetchrow(
-        f"SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 AND workspace_id = $2 AND mode = $3{lock}",
+        f"SELECT {ORDER_COLUMNS}, document FROM orders WHERE id = $1 AND workspace_id = $2 AND mode = $3{lock}",
         order_id,
         workspace_id,
         mode,
@@ -180,7 +181,7 @@ async def get_order(tx: Tx, workspace_id: str, mode: str, order_id: str, *, for_
     if row is None:
         return None
     items = await tx.fetch(f"SELECT {_ITEM_COLUMNS} FROM order_items WHERE order_id = $1 ORDER BY position", order_id)
-    return _order(row, items, await order_payments(tx, order_id))
+    return _order(row, items, await order_payments(tx, order_id), row["document"])
 
 
 def _column_value(order: Order, name: str) -> object:
