@@ -75,6 +75,8 @@ def create_app(settings: Settings) -> Starlette:
             await raw.close()
             raise
         await limiter.start()
+        if raw.epochs is not None:
+            raw.epochs.listen()  # this process's caches follow other processes' changes
         db = IdempotentDatabase(raw)
         app.state.db = db
         app.state.inflight = set()

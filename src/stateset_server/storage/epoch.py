@@ -42,6 +42,10 @@ class Epochs(Protocol):
         """Changed here (after the commit): stale in this process at once."""
         ...
 
+    def listen(self) -> None:
+        """Start following other processes' changes (a server does; short-lived tools need not)."""
+        ...
+
 
 class FileEpochs:
     def __init__(self, path: str) -> None:
@@ -73,6 +77,9 @@ class FileEpochs:
         at = self._offset[name]
         self._map[at : at + _SIZE] = os.urandom(_SIZE)
 
+    def listen(self) -> None:
+        pass  # the shared file is always current
+
     def close(self) -> None:
         self._map.close()
 
@@ -82,7 +89,8 @@ def channel(name: str) -> str:
 
 
 class NotifyEpochs:
-    """Markers moved on by notifications, on one listening connection opened at the first read."""
+    """Markers moved on by notifications, on one listening connection (after `listen()`; until it is
+    connected nothing is cached)."""
 
     def __init__(self, url: str) -> None:
         self._url = url
@@ -92,11 +100,11 @@ class NotifyEpochs:
         self._closed = False
 
     def read(self, name: str) -> int | None:
-        if self._conn is None:
-            if self._task is None and not self._closed:
-                self._task = asyncio.get_running_loop().create_task(self._listen())
-            return None
-        return self._counts[name]
+        return None if self._conn is None else self._counts[name]
+
+    def listen(self) -> None:
+        if self._task is None and not self._closed:
+            self._task = asyncio.get_running_loop().create_task(self._listen())
 
     def bump(self, name: str) -> None:
         self._counts[name] += 1
@@ -107,27 +115,24 @@ class NotifyEpochs:
 
     async def _listen(self) -> None:
         while not self._closed:
-            lost = asyncio.Event()
+            lost, conn = asyncio.Event(), None
             try:
                 conn = await asyncpg.connect(self._url)
                 conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
                 for name in MARKERS:
                     await conn.add_listener(channel(name), self._notified)
+                self._bump_all()  # whatever happened while nobody listened
+                self._conn = conn
+                await lost.wait()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("cache invalidation: cannot listen on PostgreSQL (%s); not caching, retrying", exc)
-                await asyncio.sleep(1.0)
-                continue
-            self._bump_all()  # whatever happened while nobody listened
-            self._conn = conn
-            try:
-                await lost.wait()
             finally:
                 self._conn = None
                 self._bump_all()
-                with contextlib.suppress(Exception):
-                    await conn.close()
+                if conn is not None:
+                    conn.terminate()  # no await: this also runs when the task is cancelled
             if not self._closed:
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(1.0)
 
     def _notified(self, _conn: object, _pid: int, channel_name: str, _payload: str) -> None:
         name = channel_name.removeprefix("stateset_")
@@ -140,6 +145,3 @@ class NotifyEpochs:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                await self._conn.close()
