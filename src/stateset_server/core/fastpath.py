@@ -4,7 +4,8 @@ Starlette's app runs every request through its error middleware, our request-id 
 exception middleware and a router that tries each route's regular expression in turn; for an API
 call that spent a third of a GET. `ApiApp` keeps all of that for everything else (docs, WebSocket,
 404/405 envelopes, redirects) and sends a request that fully matches an API route straight to it:
-the routes are indexed by their first two path segments, so only a handful of patterns are tried.
+the routes are indexed by method, segment count and first two path segments, so at most a few
+patterns are tried.
 `ApiRoute` already turns every exception into the error envelope, so nothing is lost; the request
 id and rate-limit headers are added the same way as by `RequestIdMiddleware`.
 """
@@ -25,24 +26,28 @@ __all__ = ["ApiApp", "RouteIndex"]
 _DEPTH = 2
 
 
-def _key(path: str) -> tuple[str, ...]:
-    return tuple(path.split("/", _DEPTH + 1)[1 : _DEPTH + 1])
+def _key(method: str, path: str) -> tuple[str, ...]:
+    """Method, segment count and the first two segments: only the routes that could match share one."""
+    parts = path.split("/")
+    return (method, str(len(parts)), *parts[1 : _DEPTH + 1])
 
 
 class RouteIndex:
-    """API routes by the static start of their path, in registration order within each bucket."""
+    """API routes by method, segment count and the static start of their path, in registration order
+    within each bucket. A path parameter matches exactly one segment (no `:path` parameters here), so
+    a route can only match a path with as many segments as its own."""
 
     def __init__(self, routes: Iterable[tuple[ApiRoute, Route]]) -> None:
         self._buckets: dict[tuple[str, ...], list[tuple[ApiRoute, Route]]] = {}
         for api, route in routes:
-            key = _key(api.path)
-            if any("{" in part for part in key):
+            key = _key(api.method, api.path)
+            if any("{" in part for part in key[2:]) or ":path}" in api.path:
                 raise ValueError(f"{api.path}: the first {_DEPTH} segments of an API path must be fixed")
             self._buckets.setdefault(key, []).append((api, route))
 
     def find(self, scope: Scope) -> tuple[ApiRoute, Scope] | None:
         """The endpoint that fully matches (method and path), with its path parameters; else None."""
-        for api, route in self._buckets.get(_key(scope["path"]), ()):
+        for api, route in self._buckets.get(_key(scope["method"], scope["path"]), ()):
             match, child = route.matches(scope)
             if match is Match.FULL:
                 return api, child
