@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from tests.e2e.lifecycle_support import WALLET, balance, fund, new_order
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+
+import httpx
+
+from tests.e2e.lifecycle_support import EVM_WALLET, WALLET, balance, fund, new_order
 from tests.support import Workspace
 
 ITEM = {"sku": "WIDGET-001", "quantity": 10, "price": "1.00"}
@@ -98,3 +103,35 @@ def test_pay_bulk_reports_each_result(ws: Workspace) -> None:
     assert balance(client, WALLET) == "9.135"
     shape = client.post("/v1/orders/pay_bulk", json={"payments": [{"order_id": second["id"]}]})
     assert shape.json()["data"][0]["order_status"] == "PAID"
+
+
+def test_concurrent_bulk_payments_from_the_same_wallets_in_opposite_orders_all_succeed(ws: Workspace) -> None:
+    """Each batch locks the wallets in its own order; where two batches deadlock (PostgreSQL), the one
+    rolled back is run again: every payment succeeds, none is charged twice, no 500."""
+    client = ws.client()
+    wallets = [WALLET, EVM_WALLET]
+    for wallet in wallets:
+        fund(client, wallet, "1000")
+    rounds = 12
+    orders = [new_order(client, "1.00")["id"] for _ in range(rounds * 4)]
+
+    def batch(index: int) -> httpx.Response:
+        mine = orders[index * 2 : index * 2 + 2]
+        order = wallets if index % 2 else wallets[::-1]  # opposite wallet orders in neighbouring batches
+        body = [
+            {"order_id": order_id, "payment_method": {"wallet_address": wallet}}
+            for order_id, wallet in zip(mine, order, strict=True)
+        ]
+        with httpx.Client(base_url=ws.server.base_url, headers=client.headers, timeout=30) as own:
+            return own.post("/v1/orders/pay_bulk", json=body)
+
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(batch, range(rounds * 2)))
+    assert [r.status_code for r in responses] == [200] * len(responses), [
+        r.text[:300] for r in responses if r.status_code != 200
+    ]
+    assert all(r.json()["failed"] == 0 for r in responses)
+    paid = [client.get(f"/v1/orders/{order_id}").json() for order_id in orders]
+    assert all(o["status"] == "PAID" and o["amount_paid"] == o["total"] for o in paid)
+    spent = sum(Decimal("1000") - Decimal(balance(client, wallet)) for wallet in wallets)
+    assert spent == sum(Decimal(o["total"]) for o in paid)

@@ -19,7 +19,9 @@ from stateset_server.orders import lifecycle, service
 from stateset_server.orders.intake import payment_request
 from stateset_server.orders.pricing import Pricing
 from stateset_server.orders.schemas import CreateOrderIn, OrderOut, PayIn
+from stateset_server.payments import ledger
 from stateset_server.payments.fees import FeeSchedule
+from stateset_server.payments.service import SANDBOX_WALLET
 from stateset_server.products.catalog import known_products
 from stateset_server.storage import Database, Tx
 from stateset_server.workspaces.keys import Principal
@@ -142,10 +144,24 @@ async def pay_bulk(
         except ApiError as error:
             prepared.append((index, error))
 
+    wallets = [w for _index, item in prepared if (w := _paying_wallet(principal, item)) is not None]
+
     async def write(tx: Tx) -> list[dict[str, Any]]:
+        await ledger.lock_wallets(tx, principal, wallets)
         return [await _pay_one(tx, principal, index, item, fees, base_url, request_id) for index, item in prepared]
 
     return await db.write(write)
+
+
+def _paying_wallet(principal: Principal, item: PayBulkItem | ApiError) -> str | None:
+    """The wallet a USDC item pays from, to lock up front (None: not a USDC payment, or invalid)."""
+    if isinstance(item, ApiError):
+        return None
+    try:
+        request = payment_request(item, "USDC", livemode=principal.livemode)
+    except ApiError:
+        return None
+    return (request.wallet_address or SANDBOX_WALLET) if request.method == "usdc" else None
 
 
 async def _pay_one(

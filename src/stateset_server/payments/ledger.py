@@ -67,6 +67,20 @@ async def account_id(tx: Tx, principal: Principal, kind: str, address: str, now:
     )
 
 
+async def lock_wallets(tx: Tx, principal: Principal, addresses: list[str]) -> None:
+    """Lock these wallets' accounts now, in one fixed order, for a transaction that will move money
+    from several of them: two such transactions then queue instead of deadlocking."""
+    if tx.dialect != "postgres" or not addresses:
+        return  # SQLite has a single writer: nothing to order
+    await tx.execute(
+        "SELECT id FROM ledger_accounts WHERE workspace_id = $1 AND mode = $2 AND address = ANY($3::text[])"
+        " ORDER BY id FOR UPDATE",
+        principal.workspace_id,
+        principal.mode,
+        sorted(set(addresses)),
+    )
+
+
 async def post(
     tx: Tx, principal: Principal, *, kind: str, reference: str | None, entries: list[Entry], now: int
 ) -> str:

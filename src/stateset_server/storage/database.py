@@ -92,12 +92,13 @@ class Database(Protocol):
 
 
 def is_unique_violation(exc: BaseException) -> bool:
-    """A unique constraint refused a write (both engines) — a conflict with a concurrent change."""
+    """A write lost to a concurrent change (both engines): a unique constraint refused it, or, on
+    PostgreSQL, a deadlock or serialization failure outlasted the engine's own retries."""
     import sqlite3
 
     import asyncpg
 
-    if isinstance(exc, asyncpg.UniqueViolationError):
+    if isinstance(exc, asyncpg.UniqueViolationError | asyncpg.DeadlockDetectedError | asyncpg.SerializationError):
         return True
     return isinstance(exc, sqlite3.IntegrityError) and "UNIQUE constraint failed" in str(exc)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
@@ -34,6 +35,7 @@ _UNAVAILABLE = (
 )
 
 
+_ATTEMPTS = 4  # a transaction rolled back by a deadlock is run again up to this many times in all
 # A statement that runs longer than this is cancelled by the server. (asyncpg's own command_timeout
 # would arm a timer on the event loop for every statement; the server's limit costs nothing.)
 _SESSION = {"statement_timeout": "60000"}
@@ -165,6 +167,19 @@ class PostgresDatabase:
         return cls(url, pool)
 
     async def write(self, fn: Callable[[PostgresTx], Awaitable[T]]) -> T:
+        """Run `fn` in one transaction. A deadlock (two transactions locking the same rows in other
+        orders, e.g. bulk payments from overlapping wallets) rolls one back: it is run again, as
+        transaction functions only change the database."""
+        for attempt in range(_ATTEMPTS):
+            try:
+                return await self._write_once(fn)
+            except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
+                if attempt == _ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(random.uniform(0.001, 0.01) * (attempt + 1))  # noqa: S311 (jitter)
+        raise AssertionError("unreachable")
+
+    async def _write_once(self, fn: Callable[[PostgresTx], Awaitable[T]]) -> T:
         tx = None
         try:
             async with self._pool.acquire() as conn, conn.transaction():
