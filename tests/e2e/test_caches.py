@@ -23,15 +23,17 @@ def _eventually(engine: str, check, seconds: float = 1.0):
         time.sleep(0.005)
 
 
+def _new_key(url: str) -> str:
+    async def setup(db):
+        workspace_id = await service.create_workspace(db, "caches")
+        return (await service.create_key(db, workspace_id=workspace_id, mode="test", kind="secret")).secret
+
+    return run(with_database(url, setup))
+
+
 def test_a_product_made_through_one_server_prices_the_next_order_on_another(engine: str, tmp_path) -> None:
     with servers_on_new_database(engine, str(tmp_path), PRICING_ENV, count=2) as (one, other):
-
-        async def setup(db):
-            workspace_id = await service.create_workspace(db, "caches")
-            return (await service.create_key(db, workspace_id=workspace_id, mode="test", kind="secret")).secret
-
-        secret = run(with_database(one.database_url, setup))
-        auth = {"Authorization": f"Bearer {secret}"}
+        auth = {"Authorization": f"Bearer {_new_key(one.database_url)}"}
         with (
             httpx.Client(base_url=one.base_url, headers=auth) as a,
             httpx.Client(base_url=other.base_url, headers=auth) as b,
@@ -70,13 +72,7 @@ def test_a_product_made_through_one_server_prices_the_next_order_on_another(engi
 def test_an_endpoint_made_through_one_server_receives_the_next_event_on_another(engine: str, tmp_path) -> None:
     env = {**PRICING_ENV, "STATESET_WEBHOOK_ALLOW_PRIVATE": "true", "STATESET_WEBHOOK_WORKER": "external"}
     with servers_on_new_database(engine, str(tmp_path), env, count=2) as (one, other):
-
-        async def setup(db):
-            workspace_id = await service.create_workspace(db, "caches")
-            return (await service.create_key(db, workspace_id=workspace_id, mode="test", kind="secret")).secret
-
-        secret = run(with_database(one.database_url, setup))
-        auth = {"Authorization": f"Bearer {secret}"}
+        auth = {"Authorization": f"Bearer {_new_key(one.database_url)}"}
         order = {"currency": "USD", "items": [{"sku": "A", "quantity": 1, "price": "1.00"}]}
         with (
             httpx.Client(base_url=one.base_url, headers=auth) as a,

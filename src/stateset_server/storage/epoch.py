@@ -22,11 +22,12 @@ import contextlib
 import logging
 import mmap
 import os
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import asyncpg
 
-__all__ = ["MARKERS", "Epochs", "FileEpochs", "NotifyEpochs"]
+__all__ = ["MARKERS", "Epochs", "FileEpochs", "NotifyEpochs", "TxCacheHooks"]
 
 MARKERS = ("access", "catalog", "webhooks")
 _SIZE = 8
@@ -82,6 +83,25 @@ class FileEpochs:
 
     def close(self) -> None:
         self._map.close()
+
+
+class TxCacheHooks:
+    """What both engines' transactions keep for the caches: callbacks to run once the transaction has
+    ended, and the caches it invalidated (whose markers change then, in this process at once)."""
+
+    def __init__(self, epochs: Epochs | None) -> None:
+        self.epochs = epochs
+        self.committed: list[Callable[[], None]] = []
+        self.invalidated: set[str] = set()
+
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        self.committed.append(fn)
+
+    def _mark_invalidated(self, name: str) -> None:
+        self.invalidated.add(name)
+        epochs = self.epochs
+        if epochs is not None:
+            self.after_commit(lambda: epochs.bump(name))
 
 
 def channel(name: str) -> str:

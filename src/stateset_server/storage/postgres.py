@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from stateset_server.storage.database import NEXT_NUMBER, Row, StorageUnavailable
-from stateset_server.storage.epoch import NotifyEpochs, channel
+from stateset_server.storage.epoch import NotifyEpochs, TxCacheHooks, channel
 
 __all__ = ["PostgresDatabase", "PostgresTx"]
 
@@ -50,28 +50,20 @@ async def _reset(conn: asyncpg.Connection) -> None:
         await conn.execute("ROLLBACK")
 
 
-class PostgresTx:
+class PostgresTx(TxCacheHooks):
     dialect = "postgres"
 
     def __init__(
         self, conn: asyncpg.Connection, counters: _Counters | None = None, epochs: NotifyEpochs | None = None
     ) -> None:
+        super().__init__(epochs)
         self._conn = conn
         self._counters = counters
-        self.epochs = epochs
-        self.committed: list[Callable[[], None]] = []
-        self.invalidated: set[str] = set()
-
-    def after_commit(self, fn: Callable[[], None]) -> None:
-        self.committed.append(fn)
 
     async def invalidate(self, name: str) -> None:
         # Delivered to every listening process if, and when, this transaction commits.
         await self._conn.execute("SELECT pg_notify($1, '')", channel(name))
-        self.invalidated.add(name)
-        epochs = self.epochs
-        if epochs is not None:
-            self.after_commit(lambda: epochs.bump(name))
+        self._mark_invalidated(name)
 
     async def fetchrow(self, sql: str, *args: Any) -> Row | None:
         return await self._conn.fetchrow(sql, *args)

@@ -27,7 +27,7 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 from stateset_server.storage.database import NEXT_NUMBER, Row, StorageUnavailable, sqlite_path
-from stateset_server.storage.epoch import FileEpochs
+from stateset_server.storage.epoch import FileEpochs, TxCacheHooks
 
 __all__ = ["SQLiteDatabase", "connect", "run_sync"]
 
@@ -71,24 +71,16 @@ def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
-class SQLiteTx:
+class SQLiteTx(TxCacheHooks):
     dialect = "sqlite"
 
     def __init__(self, conn: sqlite3.Connection, epochs: FileEpochs | None = None) -> None:
+        super().__init__(epochs)
         self._conn = conn
         self._depth = 0
-        self.epochs = epochs
-        self.committed: list[Callable[[], None]] = []
-        self.invalidated: set[str] = set()
-
-    def after_commit(self, fn: Callable[[], None]) -> None:
-        self.committed.append(fn)
 
     async def invalidate(self, name: str) -> None:
-        self.invalidated.add(name)
-        epochs = self.epochs
-        if epochs is not None:
-            self.after_commit(lambda: epochs.bump(name))
+        self._mark_invalidated(name)  # the shared marker file changes once the group has committed
 
     @asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
