@@ -161,6 +161,11 @@ class _Pool:
                 self._open += 1
                 try:
                     return await asyncpg.connect(self._url, server_settings=_SESSION)
+                except asyncpg.TooManyConnectionsError:
+                    self._open -= 1
+                    if self._open == 0:
+                        raise
+                    self._size = self._open  # the server is full: make do with what this process has
                 except BaseException:
                     self._open -= 1
                     self._hand_over(None)
