@@ -139,9 +139,5 @@ async def _expire_reservations(db: IdempotentDatabase) -> None:
 
 def app_from_environment() -> Starlette:
     """The factory each server worker process calls (settings come from STATESET_* variables)."""
-    import sys
-
-    if os.environ.get("XSWITCH"):
-        sys.setswitchinterval(float(os.environ["XSWITCH"]))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return create_app(Settings.from_env())

@@ -122,3 +122,27 @@ def _ids_in_a_worker(_: int) -> list[str]:
     from stateset_server.core.ids import request_id
 
     return [request_id() for _ in range(100)]
+
+
+def test_a_marked_cache_serves_an_entry_only_under_the_marker_it_was_read_with(tmp_path: Path) -> None:
+    from stateset_server.storage.epoch import MarkedCache
+
+    epochs = FileEpochs.beside(str(tmp_path / "s.db"))
+    assert epochs is not None
+    cache: MarkedCache[str, int | None] = MarkedCache("catalog", limit=2)
+    marker = cache.marker(epochs)
+    cache.put(epochs, marker, "known", 1)
+    cache.put(epochs, marker, "unknown", None)  # "not there" is an answer too
+    assert cache.get(epochs, cache.marker(epochs), "known") == (True, 1)
+    assert cache.get(epochs, cache.marker(epochs), "unknown") == (True, None)
+    epochs.bump("access")  # another marker: still good
+    assert cache.get(epochs, cache.marker(epochs), "known") == (True, 1)
+    epochs.bump("catalog")
+    assert cache.get(epochs, cache.marker(epochs), "known") == (False, None)
+    assert cache.marker(None) is None
+    cache.put(None, None, "x", 3)  # no markers: nothing is kept
+    assert cache.get(None, None, "x") == (False, None)
+    marker = cache.marker(epochs)
+    for key in ("a", "b", "c"):  # full: starts over
+        cache.put(epochs, marker, key, 0)
+    assert cache.get(epochs, marker, "a") == (False, None) and cache.get(epochs, marker, "c") == (True, 0)

@@ -7,9 +7,9 @@ stock (price 10.00 when the order gives none) and `TEST-OOS` is always out of st
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from stateset_server.storage import Database, Tx
+from stateset_server.storage.epoch import MarkedCache
 from stateset_server.workspaces.keys import Principal
 
 __all__ = ["SCENARIO_PRICE", "CatalogEntry", "catalog", "known_products"]
@@ -54,30 +54,24 @@ async def catalog(tx: Tx, principal: Principal, skus: list[str]) -> dict[str, Ca
     return found
 
 
-# (workspace, mode, SKU) → (the markers read under, the "catalog" marker then, the entry or None).
-_known: dict[tuple[str, str, str], tuple[Any, object, CatalogEntry | None]] = {}
-_KNOWN_MAX = 50_000
+# (workspace, mode, SKU) → its entry, or None for a SKU that is not in the catalogue.
+_known: MarkedCache[tuple[str, str, str], CatalogEntry | None] = MarkedCache("catalog", 50_000)
 
 
 async def known_products(db: Database, principal: Principal, skus: list[str]) -> dict[str, CatalogEntry]:
     """`catalog` before an order's transaction, from this process's cache while no product changed
     anywhere since (storage/epoch.py); unknown SKUs are remembered as unknown too."""
-    epochs = db.epochs
-    tag = epochs.read("catalog") if epochs is not None else None
-    if tag is not None:
-        found: dict[str, CatalogEntry] = {}
-        for sku in skus:
-            cached = _known.get((principal.workspace_id, principal.mode, sku))
-            if cached is None or cached[0] is not epochs or cached[1] != tag:
-                break
-            if cached[2] is not None:
-                found[sku] = cached[2]
-        else:
-            return found
+    marker = _known.marker(db.epochs)
+    found: dict[str, CatalogEntry] = {}
+    for sku in skus:
+        hit, entry = _known.get(db.epochs, marker, (principal.workspace_id, principal.mode, sku))
+        if not hit:
+            break
+        if entry is not None:
+            found[sku] = entry
+    else:
+        return found
     found = await db.read(lambda tx: catalog(tx, principal, skus), snapshot=False)
-    if tag is not None:
-        if len(_known) + len(skus) > _KNOWN_MAX:
-            _known.clear()
-        for sku in skus:
-            _known[(principal.workspace_id, principal.mode, sku)] = (epochs, tag, found.get(sku))
+    for sku in skus:
+        _known.put(db.epochs, marker, (principal.workspace_id, principal.mode, sku), found.get(sku))
     return found

@@ -2,9 +2,9 @@
 
 A cache (API keys and plans: "access"; products: "catalog"; webhook endpoints: "webhooks") tags each
 entry with the marker it read before querying the database and serves the entry only while the
-marker is unchanged. A transaction
-that changes such rows calls `tx.invalidate(name)`, which changes the marker for every process once
-it commits, so the next lookup anywhere misses and reads the database again.
+marker is unchanged (`MarkedCache`). A transaction that changes such rows calls `tx.invalidate(name)`,
+which changes the marker for every process once it commits, so the next lookup anywhere misses and
+reads the database again.
 
 - SQLite (`FileEpochs`): 8 bytes per marker in a memory-mapped file beside the database
   (`<database>-epoch`); reading one is a memory load, changing one writes new random bytes (no lock
@@ -22,16 +22,18 @@ import contextlib
 import logging
 import mmap
 import os
-from collections.abc import Callable
-from typing import Any, Protocol
+from collections.abc import Callable, Hashable
+from typing import Any, Generic, Protocol, TypeVar
 
 import asyncpg
 
-__all__ = ["MARKERS", "Epochs", "FileEpochs", "NotifyEpochs", "TxCacheHooks"]
+__all__ = ["MARKERS", "Epochs", "FileEpochs", "MarkedCache", "NotifyEpochs", "TxCacheHooks", "sidecar_path"]
 
 MARKERS = ("access", "catalog", "webhooks")
 _SIZE = 8
 log = logging.getLogger("stateset_server")
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 
 
 class Epochs(Protocol):
@@ -46,6 +48,43 @@ class Epochs(Protocol):
     def listen(self) -> None:
         """Start following other processes' changes (a server does; short-lived tools need not)."""
         ...
+
+
+def sidecar_path(database_path: str, suffix: str) -> str | None:
+    """`<database>-<suffix>`, a file kept beside a SQLite database; None for one that is not a file."""
+    if not database_path or database_path == ":memory:" or database_path.startswith("file:"):
+        return None
+    return f"{database_path}-{suffix}"
+
+
+class MarkedCache(Generic[K, V]):
+    """Entries that hold while marker `name` is what it was when they were read. A lookup takes the
+    marker first (`marker`), then `get`; after a miss it reads the database and `put`s under that same
+    marker, so a change committed meanwhile leaves the entry stale, never wrong. Bounded: when full it
+    starts over."""
+
+    def __init__(self, name: str, limit: int) -> None:
+        self.name = name
+        self._limit = limit
+        self._entries: dict[K, tuple[Epochs, object, V]] = {}
+
+    def marker(self, epochs: Epochs | None) -> object | None:
+        """The marker to read under; None: cache nothing now."""
+        return None if epochs is None else epochs.read(self.name)
+
+    def get(self, epochs: Epochs | None, marker: object | None, key: K) -> tuple[bool, V | None]:
+        """(True, the value) while it holds; (False, None) otherwise."""
+        entry = self._entries.get(key) if marker is not None else None
+        if entry is None or entry[0] is not epochs or entry[1] != marker:
+            return False, None
+        return True, entry[2]
+
+    def put(self, epochs: Epochs | None, marker: object | None, key: K, value: V) -> None:
+        if epochs is None or marker is None:
+            return
+        if len(self._entries) >= self._limit:
+            self._entries.clear()
+        self._entries[key] = (epochs, marker, value)
 
 
 class FileEpochs:
@@ -63,10 +102,11 @@ class FileEpochs:
     @classmethod
     def beside(cls, database_path: str) -> FileEpochs | None:
         """The markers of a database file; None (no caching) where they cannot be kept, e.g. in memory."""
-        if not database_path or database_path == ":memory:" or database_path.startswith("file:"):
+        path = sidecar_path(database_path, "epoch")
+        if path is None:
             return None
         try:
-            return cls(database_path + "-epoch")
+            return cls(path)
         except OSError:
             return None
 

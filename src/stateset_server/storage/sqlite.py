@@ -27,7 +27,7 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 from stateset_server.storage.database import NEXT_NUMBER, Row, StorageUnavailable, sqlite_path
-from stateset_server.storage.epoch import FileEpochs, TxCacheHooks
+from stateset_server.storage.epoch import FileEpochs, TxCacheHooks, sidecar_path
 
 __all__ = ["SQLiteDatabase", "connect", "run_sync"]
 
@@ -175,9 +175,7 @@ class _GroupCommitWriter:
         try:
             self._conn.execute("COMMIT")
         finally:
-            if self._conn.in_transaction:
-                self._conn.execute("ROLLBACK")
-            self._unlock()
+            self._rollback()  # only if the COMMIT failed; and the writers' lock is released either way
 
     def _unlock(self) -> None:
         if self._lock_fd is not None:
@@ -248,10 +246,11 @@ class _GroupCommitWriter:
 
 def _open_lock(database_path: str) -> int | None:
     """The file whose `flock` orders this database's writers; None where there is no file to lock."""
-    if not database_path or database_path == ":memory:" or database_path.startswith("file:"):
+    path = sidecar_path(database_path, "lock")
+    if path is None:
         return None
     try:
-        return os.open(database_path + "-lock", os.O_RDWR | os.O_CREAT, 0o600)
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError:
         return None
 

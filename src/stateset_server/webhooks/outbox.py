@@ -15,12 +15,12 @@ This module is imported by events/log.py, so it must not import the events packa
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 import msgspec
 
 from stateset_server.core.ids import new_id
 from stateset_server.storage import Tx
+from stateset_server.storage.epoch import MarkedCache
 from stateset_server.webhooks.model import matches
 
 __all__ = ["enqueue", "insert_deliveries"]
@@ -50,19 +50,16 @@ async def insert_deliveries(
     return len(rows)
 
 
-# (workspace, mode) → (the markers read under, the "webhooks" marker then, [(endpoint id, its patterns)]).
-_known: dict[tuple[str, str], tuple[Any, object, list[tuple[str, list[str]]]]] = {}
-_KNOWN_MAX = 10_000
+# (workspace, mode) → [(endpoint id, its event patterns)] of its live, enabled endpoints.
+_known: MarkedCache[tuple[str, str], list[tuple[str, list[str]]]] = MarkedCache("webhooks", 10_000)
 
 
 async def _endpoints(tx: Tx, workspace_id: str, mode: str) -> list[tuple[str, list[str]]]:
-    epochs = tx.epochs
-    usable = epochs is not None and "webhooks" not in tx.invalidated
-    tag = epochs.read("webhooks") if usable else None
-    if tag is not None:
-        cached = _known.get((workspace_id, mode))
-        if cached is not None and cached[0] is epochs and cached[1] == tag:
-            return cached[2]
+    # A transaction that changed endpoints itself sees what the others cannot yet: no cache for it.
+    marker = None if "webhooks" in tx.invalidated else _known.marker(tx.epochs)
+    hit, cached = _known.get(tx.epochs, marker, (workspace_id, mode))
+    if hit and cached is not None:
+        return cached
     rows = await tx.fetch(
         "SELECT id, events FROM webhook_endpoints"
         " WHERE workspace_id = $1 AND mode = $2 AND enabled = 1 AND deleted_at IS NULL",
@@ -70,10 +67,7 @@ async def _endpoints(tx: Tx, workspace_id: str, mode: str) -> list[tuple[str, li
         mode,
     )
     endpoints = [(row["id"], msgspec.json.decode(row["events"])) for row in rows]
-    if tag is not None:
-        if len(_known) >= _KNOWN_MAX:
-            _known.clear()
-        _known[(workspace_id, mode)] = (epochs, tag, endpoints)
+    _known.put(tx.epochs, marker, (workspace_id, mode), endpoints)
     return endpoints
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
-from typing import Any
 
 from stateset_server.core.clock import now_us
 from stateset_server.core.errors import ApiError
 from stateset_server.core.ids import new_id
 from stateset_server.storage import Database, Row, Tx
+from stateset_server.storage.epoch import MarkedCache
 from stateset_server.workspaces import repository
 from stateset_server.workspaces.keys import (
     KINDS,
@@ -168,11 +168,10 @@ async def identify(db: Database, authorization: str | None) -> tuple[Principal, 
         raise _invalid_key()
     secret_hash = hash_key(token)
     # A valid key seen before, if nothing about keys or plans changed since (in any process).
-    epochs = db.epochs
-    tag = epochs.read("access") if epochs is not None else None
-    cached = _known.get(secret_hash)
-    if cached is not None and tag is not None and cached[0] is epochs and cached[1] == tag:
-        return cached[2]
+    marker = _known.marker(db.epochs)
+    hit, known = _known.get(db.epochs, marker, secret_hash)
+    if hit and known is not None:
+        return known
 
     async def lookup(tx: Tx) -> tuple[Principal, Limits] | None:
         row = await repository.find_key_by_hash(tx, secret_hash)
@@ -185,10 +184,7 @@ async def identify(db: Database, authorization: str | None) -> tuple[Principal, 
     found = await db.read(lookup, snapshot=False)
     if found is None:
         raise _invalid_key()  # unknown and revoked keys are never cached: a new key works at once
-    if tag is not None:
-        if len(_known) >= _KNOWN_MAX:
-            _known.clear()
-        _known[secret_hash] = (epochs, tag, found)
+    _known.put(db.epochs, marker, secret_hash, found)
     return found
 
 
@@ -200,6 +196,5 @@ def _invalid_key() -> ApiError:
     )
 
 
-# Valid keys by hash → (the markers they were read under, the "access" marker then, what identify returns).
-_known: dict[str, tuple[Any, object, tuple[Principal, Limits]]] = {}
-_KNOWN_MAX = 10_000
+# Valid keys by hash → what identify returns for them.
+_known: MarkedCache[str, tuple[Principal, Limits]] = MarkedCache("access", 10_000)
