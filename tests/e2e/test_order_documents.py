@@ -3,10 +3,14 @@ rendered from its rows, whatever happened to the order."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
+from stateset_server.orders import lifecycle
 from stateset_server.storage import with_database
-from tests.e2e.lifecycle_support import PATHS, WALLET, act, fund, new_order, order_in
+from stateset_server.workspaces.keys import Principal
+from tests.e2e.lifecycle_support import PATHS, WALLET, act, balance, fund, new_order, order_in
 from tests.support import Workspace, run
 
 
@@ -77,3 +81,68 @@ def test_list_items_are_the_orders_without_their_timeline_with_or_without_docume
     assert summaries[ids[2]] == {
         k: by_id[ids[2]][k] for k in ("id", "customer_id", "status", "total", "currency", "created_at")
     }
+
+
+def test_concurrent_commands_on_one_order_apply_once(ws: Workspace) -> None:
+    """Commands decided ahead of the write transaction (lifecycle._prepare) are written only if the
+    order is still the one they were decided on; the others are decided again in the transaction."""
+    order = order_in(ws, "PAID")
+    actions = ["fulfill"] * 8 + ["hold"] * 4
+    with ThreadPoolExecutor(len(actions)) as pool:
+        responses = list(pool.map(lambda action: act(ws.client(), order["id"], action), actions))
+    assert sorted({r.status_code for r in responses}) in ([200], [200, 409]), [r.text for r in responses]
+    won = [(action, r) for action, r in zip(actions, responses, strict=True) if r.status_code == 200]
+    # PAID → FULFILLED and PAID → HELD are both legal, FULFILLED → HELD too, HELD → FULFILLED not: at
+    # most one fulfil and one hold can succeed, and the first success is always legal.
+    assert 1 <= len(won) <= 2 and len({action for action, _r in won}) == len(won)
+    events = ws.client().get("/v1/events", params={"object_id": order["id"], "limit": 100}).json()["data"]
+    types = [e["type"] for e in events]
+    assert types.count("order.fulfilled") == sum(1 for a, _ in won if a == "fulfill")
+    assert types.count("order.held") == sum(1 for a, _ in won if a == "hold")
+    stored, rendered = _both_ways(ws, order["id"])
+    assert stored == rendered
+    assert [step["status"] for step in stored["timeline"]][-1] == stored["status"]
+
+
+def test_a_command_decided_on_a_stale_order_writes_nothing(ws: Workspace) -> None:
+    order = order_in(ws, "PAID")
+    principal = Principal("key_test", ws.id, "test", "secret", frozenset())
+
+    async def scenario(db):
+        prepared = await lifecycle._prepare(db, principal, order["id"], lifecycle.fulfill(), "http://x")
+        assert prepared is not None and prepared.after.status.value == "FULFILLED"
+        await lifecycle.run(db, principal, order["id"], lifecycle.hold("check"), base_url="http://x", request_id=None)
+        written = await db.write(lambda tx: lifecycle._write_prepared(tx, principal, prepared, None))
+        assert written is None
+
+    run(with_database(ws.server.database_url, scenario))
+    got = ws.client().get(f"/v1/orders/{order['id']}").json()
+    assert got["status"] == "HELD"
+    events = ws.client().get("/v1/events", params={"object_id": order["id"], "limit": 100}).json()["data"]
+    assert "order.fulfilled" not in [e["type"] for e in events]
+
+
+def test_concurrent_payments_move_money_once(ws: Workspace) -> None:
+    """Payments predicted ahead of the write transaction (lifecycle.predicted) still charge exactly
+    once, and a wallet that runs dry meanwhile refuses the rest."""
+    client = ws.client()
+    pay = {"payment_method": {"type": "usdc", "wallet_address": WALLET}}
+    warm = new_order(client, "1.00")  # creates the ledger accounts, so the next payments are predicted
+    fund(client, WALLET, warm["total"])
+    assert act(client, warm["id"], "pay", pay).status_code == 200
+    first, second = new_order(client, "10.00"), new_order(client, "10.00")
+    fund(client, WALLET, first["total"])  # enough for one of them
+    attempts = [first["id"], second["id"]] * 5
+    with ThreadPoolExecutor(len(attempts)) as pool:
+        responses = list(pool.map(lambda order_id: act(ws.client(), order_id, "pay", pay), attempts))
+    paid = [r.json() for r in responses if r.status_code == 200]
+    assert len(paid) == 1, [r.text for r in responses]
+    refused = {r.json()["error"]["code"] for r in responses if r.status_code != 200}
+    assert refused <= {"RESOURCE_CONFLICT", "PAYMENT_FAILED"}, refused
+    assert balance(client, WALLET) == "0.00"
+    order_id = paid[0]["order_id"]
+    events = client.get("/v1/events", params={"type": "order.paid", "limit": 100}).json()["data"]
+    assert sorted(e["data"]["object"]["id"] for e in events) == sorted([warm["id"], order_id])
+    stored, rendered = _both_ways(ws, order_id)
+    assert stored == rendered and stored["status"] == "PAID"
+    assert stored["payments"][0]["transaction_hash"] == paid[0]["transaction_hash"]

@@ -91,7 +91,9 @@ async def create_bulk(
     known = await known_products(db, principal, skus)
     for index, body in bodies:
         try:
-            plans.append(service.plan_order(body, principal, pricing=pricing, fees=fees, known=known))
+            plans.append(
+                service.plan_order(body, principal, pricing=pricing, fees=fees, known=known, base_url=base_url)
+            )
         except ApiError as error:
             errors.append(_item_error(index, error))
     errors.sort(key=lambda error: error["index"])

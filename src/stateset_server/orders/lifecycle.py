@@ -17,6 +17,7 @@ import msgspec
 
 from stateset_server.core.clock import now_us
 from stateset_server.core.errors import ApiError
+from stateset_server.core.ids import new_id
 from stateset_server.core.metadata import merge_metadata
 from stateset_server.core.money import format_amount
 from stateset_server.events import log
@@ -28,6 +29,7 @@ from stateset_server.orders.model import Order
 from stateset_server.orders.present import order_out, timeline
 from stateset_server.orders.schemas import OrderOut, TimelineEntry
 from stateset_server.orders.status import OrderStatus as S
+from stateset_server.payments import ledger
 from stateset_server.payments import service as payments
 from stateset_server.payments.fees import FeeSchedule
 from stateset_server.payments.model import Payment, Refund
@@ -36,10 +38,11 @@ from stateset_server.products.catalog import catalog
 from stateset_server.storage import Database, Tx
 from stateset_server.workspaces.keys import Principal
 
-__all__ = ["Outcome", "apply", "conflict", "move", "pay", "refund", "run", "run_in", "update"]
+__all__ = ["Outcome", "apply", "conflict", "move", "pay", "predicted", "pure", "refund", "run", "run_in", "update"]
 
 _encode = msgspec.json.encode
 _UNTRACKED = {"updated_at", "timeline"}
+_NO_TX: Tx = None  # type: ignore[assignment]  # what a pure command is given: it never uses its tx
 
 
 @dataclass
@@ -79,8 +82,15 @@ def move(order: Order, target: S, **changes: Any) -> Order:
     return msgspec.structs.replace(order, status=position.status, resume_status=position.resume_status, **changes)
 
 
-def _previous(before: OrderOut, after: OrderOut) -> dict[str, Any]:
-    old, new = msgspec.to_builtins(before), msgspec.to_builtins(after)
+def _previous(before: Order, data: bytes, base_url: str) -> dict[str, Any]:
+    """The fields of the order as shown before the change that `data` (its JSON after) changed. The
+    stored document is the order as shown before (orders/document.py): decoding it costs far less
+    than rendering the order again."""
+    if before.document is not None:
+        old = msgspec.json.decode(before.document + "}")
+    else:
+        old = msgspec.to_builtins(order_out(before, base_url))
+    new = msgspec.json.decode(data)
     return {key: value for key, value in old.items() if key not in _UNTRACKED and new.get(key) != value}
 
 
@@ -105,8 +115,9 @@ async def apply(
         after = msgspec.structs.replace(after, payments=[*after.payments, outcome.payment])
     if outcome.refunds:
         after = msgspec.structs.replace(after, payments=await order_payments(tx, before.id))
-    shown_before, shown = order_out(before, base_url), order_out(after, base_url)
-    data, previous = _encode(shown), _encode(_previous(shown_before, shown))
+    shown = order_out(after, base_url)
+    data = _encode(shown)
+    previous = _encode(_previous(before, data, base_url))
     first_event = None
     for event_type in outcome.events:
         event_id = await log.append(
@@ -138,7 +149,11 @@ async def _timeline(
     `present.timeline` would compute from the events), or computed from the events."""
     if before.document is None:
         return timeline(await log.object_events(tx, principal, before.id))
-    steps = msgspec.json.decode(before.document + "}", type=_Timeline).timeline
+    return _steps(before.document, first_event)
+
+
+def _steps(document: str, first_event: TimelineEntry | None) -> list[TimelineEntry]:
+    steps = msgspec.json.decode(document + "}", type=_Timeline).timeline
     if first_event is not None and (not steps or steps[-1].status != first_event.status):
         steps.append(first_event)
     return steps
@@ -173,11 +188,137 @@ async def run(
     request_id: str | None,
 ) -> tuple[OrderOut, Outcome]:
     """One command on one order, in one transaction (the order row locked on PostgreSQL)."""
+    prepared = await _prepare(db, principal, order_id, decide, base_url) if db.dialect == "sqlite" else None
 
     async def write(tx: Tx) -> tuple[OrderOut, Outcome]:
+        if prepared is not None:
+            done = await _write_prepared(tx, principal, prepared, request_id)
+            if done is not None:
+                return done
         return await run_in(tx, principal, order_id, decide, base_url=base_url, request_id=request_id)
 
     return await db.write(write)
+
+
+def pure(decide: Decide) -> Decide:
+    """Mark a command that decides from the order alone (it never touches its `tx`)."""
+    decide.pure = True  # type: ignore[attr-defined]
+    return decide
+
+
+Predict = Callable[[Order, int, dict[str, str]], "Outcome | None"]
+
+
+def predicted(decide: Decide, predict: Predict, accounts: list[str]) -> Decide:
+    """Attach to a command that moves money the pure function that tells its outcome ahead, given
+    the ledger accounts (by address) of `accounts`: `decide` still runs in the transaction, and the
+    prediction is used only if it matches exactly."""
+    decide.predict = predict  # type: ignore[attr-defined]
+    decide.accounts = accounts  # type: ignore[attr-defined]
+    return decide
+
+
+class _Stale(Exception):
+    """A prepared command no longer applies: its savepoint is rolled back and it runs again."""
+
+
+@dataclass
+class _Prepared:
+    """A pure command decided and rendered against a snapshot of the order, outside the write
+    transaction; written only if the order is still at that version."""
+
+    before: Order
+    after: Order
+    outcome: Outcome
+    shown: OrderOut
+    data: bytes
+    previous: bytes
+    document: str
+    event_ids: list[str]
+    now: int
+    decide: Decide
+
+
+async def _prepare(
+    db: Database, principal: Principal, order_id: str, decide: Decide, base_url: str
+) -> _Prepared | None:
+    """On SQLite every write waits for one lock shared by all server processes, so a pure command's
+    Python (deciding, rendering the order, its event snapshot and document) runs before it, against
+    the last committed order; the transaction then only checks the version and writes. None when
+    this cannot be done ahead (the command needs the transaction, or fails: it is decided again in
+    the transaction, which gives the authoritative answer)."""
+    is_pure, predict = getattr(decide, "pure", False), getattr(decide, "predict", None)
+    if not is_pure and predict is None:
+        return None
+
+    async def read(tx: Tx) -> tuple[Order | None, dict[str, str]]:
+        order = await repository.get_order(tx, principal.workspace_id, principal.mode, order_id)
+        accounts = await ledger.account_ids(tx, principal, decide.accounts) if predict else {}  # type: ignore[attr-defined]
+        return order, accounts
+
+    before, accounts = await db.read(read)
+    if before is None or before.document is None:
+        return None
+    now = now_us()
+    try:
+        outcome = await decide(_NO_TX, before, now) if is_pure else predict(before, now, accounts)
+    except (IllegalTransition, ApiError):
+        return None
+    if outcome is None or outcome.refunds or (is_pure and outcome.payment is not None):
+        return None
+    after = msgspec.structs.replace(outcome.order, version=before.version + 1, updated_at=now)
+    if outcome.payment is not None:
+        after = msgspec.structs.replace(after, payments=[*after.payments, outcome.payment])
+    shown = order_out(after, base_url)
+    data = _encode(shown)
+    previous = _encode(_previous(before, data, base_url))
+    event_ids = [new_id("evt") for _ in outcome.events]
+    first = TimelineEntry(after.status.value, shown.updated_at, outcome.events[0], event_ids[0]) if event_ids else None
+    shown.timeline = _steps(before.document, first)
+    return _Prepared(before, after, outcome, shown, data, previous, document_of(shown), event_ids, now, decide)
+
+
+async def _write_prepared(
+    tx: Tx, principal: Principal, prepared: _Prepared, request_id: str | None
+) -> tuple[OrderOut, Outcome] | None:
+    """Write a prepared command; None (and nothing written) when the order changed meanwhile, or
+    when a command that moves money did not do exactly what was predicted."""
+    if getattr(prepared.decide, "pure", False):
+        if not await repository.try_update_order(tx, prepared.before, prepared.after, prepared.document):
+            return None
+        await _write_rest(tx, principal, prepared, request_id)
+        return prepared.shown, prepared.outcome
+    try:
+        async with tx.savepoint():
+            if not await repository.try_update_order(tx, prepared.before, prepared.after, prepared.document):
+                raise _Stale
+            outcome = await prepared.decide(tx, prepared.before, prepared.now)
+            expected = prepared.outcome
+            if (outcome.order, outcome.events, outcome.payment) != (expected.order, expected.events, expected.payment):
+                raise _Stale
+            await _write_rest(tx, principal, prepared, request_id)
+    except (_Stale, ApiError):
+        return None  # decided again from the start, where errors get their authoritative answer
+    return prepared.shown, prepared.outcome
+
+
+async def _write_rest(tx: Tx, principal: Principal, prepared: _Prepared, request_id: str | None) -> None:
+    before, after = prepared.before, prepared.after
+    await _stock_follows_status(tx, principal, before, after, prepared.now)
+    for event_type, event_id in zip(prepared.outcome.events, prepared.event_ids, strict=True):
+        await log.append(
+            tx,
+            principal=principal,
+            type=event_type,
+            object_type="order",
+            object_id=before.id,
+            data=prepared.data,
+            previous_attributes=prepared.previous,
+            created_at=prepared.now,
+            request_id=request_id,
+            object_status=after.status.value,
+            event_id=event_id,
+        )
 
 
 async def run_in(
@@ -203,7 +344,7 @@ def simple(target: S, event_types: list[str], **stamp: str) -> Callable[..., Dec
                 changes["status_reason"] = reason
             return Outcome(move(order, target, **changes), list(event_types))
 
-        return decide
+        return pure(decide)
 
     return command
 
@@ -225,7 +366,7 @@ def fulfill(tracking_number: str | None = None, carrier: str | None = None) -> D
         # The API reference calls this step "processing": both event names are sent.
         return Outcome(move(order, S.FULFILLED, **changes), ["order.fulfilled", "order.processing"])
 
-    return decide
+    return pure(decide)
 
 
 def ship(
@@ -244,14 +385,14 @@ def ship(
             changes["estimated_delivery"] = _micros(estimated_delivery, now)
         return Outcome(move(order, S.SHIPPED, **changes), ["order.shipped"])
 
-    return decide
+    return pure(decide)
 
 
 def deliver(delivered_at: datetime | None = None) -> Decide:
     async def decide(_tx: Tx, order: Order, now: int) -> Outcome:
         return Outcome(move(order, S.DELIVERED, delivered_at=_micros(delivered_at, now)), ["order.delivered"])
 
-    return decide
+    return pure(decide)
 
 
 def _amount_error(field: str, issue: str, limit: int, currency: str, received: str | None) -> ApiError:
@@ -261,7 +402,9 @@ def _amount_error(field: str, issue: str, limit: int, currency: str, received: s
 def pay(
     principal: Principal, request: payments.PaymentRequest, schedule: FeeSchedule, *, received: str | None = None
 ) -> Decide:
-    async def decide(tx: Tx, order: Order, now: int) -> Outcome:
+    ids = payments.ChargeIds.new()  # chosen now, so that `predict` knows the payment `decide` makes
+
+    def amount_of(order: Order) -> int:
         if S.PAID not in allowed_next(_position(order)):
             raise IllegalTransition(_position(order), S.PAID)
         due = order.amount_due
@@ -270,6 +413,16 @@ def pay(
             raise _amount_error("amount", "exceeds the amount due", due, order.currency, received)
         if amount == 0 and due > 0:
             raise ApiError.field("amount", "must be positive", expected="an amount above zero", received=received)
+        return amount
+
+    def outcome(order: Order, amount: int, payment: Payment | None, now: int) -> Outcome:
+        paid = order.amount_paid + amount
+        if amount < order.amount_due:
+            return Outcome(msgspec.structs.replace(order, amount_paid=paid), ["order.updated"], payment)
+        return Outcome(move(order, S.PAID, amount_paid=paid, paid_at=now), ["order.paid"], payment)
+
+    async def decide(tx: Tx, order: Order, now: int) -> Outcome:
+        amount = amount_of(order)
         payment = None
         if amount > 0:
             payment = await payments.charge(
@@ -281,13 +434,21 @@ def pay(
                 request=request,
                 schedule=schedule,
                 now=now,
+                ids=ids,
             )
-        paid = order.amount_paid + amount
-        if amount < due:
-            return Outcome(msgspec.structs.replace(order, amount_paid=paid), ["order.updated"], payment)
-        return Outcome(move(order, S.PAID, amount_paid=paid, paid_at=now), ["order.paid"], payment)
+        return outcome(order, amount, payment, now)
 
-    return decide
+    def predict(order: Order, now: int, accounts: dict[str, str]) -> Outcome | None:
+        amount = amount_of(order)
+        if amount == 0:
+            return outcome(order, 0, None, now)
+        payment = payments.predict_charge(
+            order_id=order.id, currency=order.currency, amount=amount, request=request, schedule=schedule,
+            now=now, ids=ids, accounts=accounts,
+        )  # fmt: skip
+        return None if payment is None else outcome(order, amount, payment, now)
+
+    return predicted(decide, predict, payments.charge_accounts(request))
 
 
 async def _refund_across_payments(

@@ -18,6 +18,7 @@ __all__ = [
     "insert_order",
     "next_order_number",
     "orders_from_rows",
+    "try_update_order",
     "update_order",
 ]
 
@@ -37,6 +38,7 @@ _MUTABLE = (
 )  # fmt: skip
 _JSON_FIELDS = {"shipping_address", "billing_address", "metadata"}
 _ITEM_COLUMNS = "id, order_id, position, sku, description, quantity, unit_price, total, metadata"
+_INSERT_ORDER = f"INSERT INTO orders ({ORDER_COLUMNS}, document) VALUES ({', '.join(f'${n}' for n in range(1, 34))})"
 
 
 def _json(value: object) -> str | None:
@@ -52,7 +54,7 @@ async def next_order_number(tx: Tx, workspace_id: str, mode: str) -> int:
 async def insert_order(tx: Tx, order: Order, document: str) -> None:
     """Store a new order, its items and its document (orders/document.py)."""
     await tx.execute(
-        f"INSERT INTO orders ({ORDER_COLUMNS}, document) VALUES ({', '.join(f'${n}' for n in range(1, 34))})",
+        _INSERT_ORDER,
         order.id,
         order.workspace_id,
         order.mode,
@@ -199,6 +201,12 @@ async def update_order(tx: Tx, before: Order, after: Order, document: str) -> No
 
     The version check makes a lost update impossible even without a row lock.
     """
+    if not await try_update_order(tx, before, after, document):
+        raise ConcurrentUpdate(before.id)
+
+
+async def try_update_order(tx: Tx, before: Order, after: Order, document: str) -> bool:
+    """`update_order`, answering False (nothing written) when the order is no longer at `before`'s version."""
     assert after.version == before.version + 1
     changed = [name for name in _MUTABLE if getattr(before, name) != getattr(after, name)]
     assignments = ", ".join(f"{name} = ${n}" for n, name in enumerate(changed, start=5))
@@ -211,8 +219,7 @@ async def update_order(tx: Tx, before: Order, after: Order, document: str) -> No
         document,
         *(_column_value(after, name) for name in changed),
     )
-    if row is None:
-        raise ConcurrentUpdate(before.id)
+    return row is not None
 
 
 class ConcurrentUpdate(ApiError):

@@ -17,7 +17,7 @@ from stateset_server.orders.intake import new_order, payment_request
 from stateset_server.orders.model import Order
 from stateset_server.orders.present import order_out, timeline
 from stateset_server.orders.pricing import Pricing
-from stateset_server.orders.schemas import CreateOrderIn, OrderOut, TimelineEntry
+from stateset_server.orders.schemas import CreateOrderIn, CustomerRef, OrderOut, TimelineEntry
 from stateset_server.payments.fees import FeeSchedule
 from stateset_server.products.catalog import CatalogEntry, known_products
 from stateset_server.storage import Database, Tx
@@ -40,7 +40,7 @@ async def create_order(
 ) -> OrderOut:
     """Create an order; with a `payment` block, pay it in the same transaction (all or nothing)."""
     known = await known_products(db, principal, [item.sku for item in body.items])
-    plan = plan_order(body, principal, pricing=pricing, fees=fees, known=known)
+    plan = plan_order(body, principal, pricing=pricing, fees=fees, known=known, base_url=base_url)
 
     async def write(tx: Tx) -> OrderOut:
         return await insert_planned(tx, principal, plan, base_url=base_url, request_id=request_id)
@@ -54,6 +54,8 @@ class PlannedOrder(msgspec.Struct, frozen=True):
     draft: Order
     pay: lifecycle.Decide | None
     tracked: dict[str, int]  # SKU → quantity to reserve (products that track stock)
+    event_id: str  # of its order.created event
+    shown: OrderOut | None = None  # rendered for `base_url` ahead of the transaction
 
 
 def plan_order(
@@ -63,6 +65,7 @@ def plan_order(
     pricing: Pricing,
     fees: FeeSchedule,
     known: dict[str, CatalogEntry],
+    base_url: str | None = None,
 ) -> PlannedOrder:
     """All the checks that need no transaction: a bad request fails here, before anything is written."""
     now = now_us()
@@ -77,13 +80,18 @@ def plan_order(
     if body.payment is not None:
         request = payment_request(body.payment, draft.currency, livemode=principal.livemode, prefix="payment.")
         pay = lifecycle.pay(principal, request, fees, received=_shown(body.payment.amount))
-    return PlannedOrder(draft, pay, tracked)
+    shown = order_out(draft, base_url) if base_url is not None else None
+    return PlannedOrder(draft, pay, tracked, new_id("evt"), shown)
 
 
 async def insert_planned(
     tx: Tx, principal: Principal, plan: PlannedOrder, *, base_url: str, request_id: str | None
 ) -> OrderOut:
-    """Number, store and announce one order (and pay it) inside the caller's transaction."""
+    """Number, store and announce one order (and pay it) inside the caller's transaction.
+
+    Only what needs the transaction happens here (the number, the customer, the rows); the order's
+    JSON was built before it (`plan_order`), so the write lock is held for as little Python as possible.
+    """
     number = await repository.next_order_number(tx, principal.workspace_id, principal.mode)
     customer_id, email = await customer_service.resolve_for_order(
         tx,
@@ -94,8 +102,16 @@ async def insert_planned(
         request_id=request_id,
     )
     order = msgspec.structs.replace(plan.draft, order_number=number, customer_id=customer_id, customer_email=email)
-    shown = order_out(order, base_url)
-    data, event_id = _encode(shown), new_id("evt")  # the event's snapshot has no timeline
+    # Rendered by plan_order when it was given the base URL (outside the write lock), else here.
+    shown, event_id = plan.shown or order_out(plan.draft, base_url), plan.event_id
+    shown = msgspec.structs.replace(
+        shown,
+        order_number=number,
+        customer_id=customer_id,
+        customer_email=email,
+        customer=CustomerRef(customer_id, email) if customer_id is not None or email is not None else None,
+    )
+    data = _encode(shown)  # the event's snapshot has no timeline
     shown.timeline = [TimelineEntry("CREATED", shown.created_at, "order.created", event_id)]
     await repository.insert_order(tx, order, document_of(shown))
     expires = order.created_at + stock.RESERVATION_TTL_US

@@ -14,7 +14,7 @@ from stateset_server.core.ids import new_id
 from stateset_server.storage import Tx
 from stateset_server.workspaces.keys import Principal
 
-__all__ = ["Entry", "InsufficientFunds", "account_id", "balance", "post", "totals"]
+__all__ = ["Entry", "InsufficientFunds", "account_id", "account_ids", "balance", "post", "totals", "transaction_hash"]
 
 SYSTEM_KINDS = ("merchant", "fees", "faucet")
 
@@ -67,6 +67,19 @@ async def account_id(tx: Tx, principal: Principal, kind: str, address: str, now:
     )
 
 
+async def account_ids(tx: Tx, principal: Principal, addresses: list[str]) -> dict[str, str]:
+    """The existing accounts of these addresses, by address (one statement; none are created)."""
+    placeholders = ", ".join(f"${n}" for n in range(3, len(addresses) + 3))
+    rows = await tx.fetch(
+        "SELECT address, id FROM ledger_accounts"
+        f" WHERE workspace_id = $1 AND mode = $2 AND address IN ({placeholders})",
+        principal.workspace_id,
+        principal.mode,
+        *addresses,
+    )
+    return {str(row[0]): str(row[1]) for row in rows}
+
+
 async def lock_wallets(tx: Tx, principal: Principal, addresses: list[str]) -> None:
     """Lock these wallets' accounts now, in one fixed order, for a transaction that will move money
     from several of them: two such transactions then queue instead of deadlocking."""
@@ -81,8 +94,21 @@ async def lock_wallets(tx: Tx, principal: Principal, addresses: list[str]) -> No
     )
 
 
+def transaction_hash(transaction_id: str, kind: str, reference: str | None, entries: list[Entry]) -> str:
+    """`0x` + the SHA-256 of the transaction's canonical form: its id, kind, reference and entries."""
+    canonical = "|".join([transaction_id, kind, reference or "", *(f"{e.account_id}:{e.amount}" for e in entries)])
+    return "0x" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
 async def post(
-    tx: Tx, principal: Principal, *, kind: str, reference: str | None, entries: list[Entry], now: int
+    tx: Tx,
+    principal: Principal,
+    *,
+    kind: str,
+    reference: str | None,
+    entries: list[Entry],
+    now: int,
+    transaction_id: str | None = None,
 ) -> str:
     """Write one balanced transaction; returns its hash (`0x` + 64 hex). Raises InsufficientFunds."""
     if sum(e.amount for e in entries) != 0:
@@ -98,9 +124,8 @@ async def post(
         if remaining is None:
             available = await tx.fetchval("SELECT balance FROM ledger_accounts WHERE id = $1", entry.account_id)
             raise InsufficientFunds(entry.address, -entry.amount, int(available or 0))
-    transaction_id = new_id("ltx")
-    canonical = "|".join([transaction_id, kind, reference or "", *(f"{e.account_id}:{e.amount}" for e in entries)])
-    digest = "0x" + hashlib.sha256(canonical.encode()).hexdigest()
+    transaction_id = transaction_id or new_id("ltx")
+    digest = transaction_hash(transaction_id, kind, reference, entries)
     await tx.execute(
         "INSERT INTO ledger_transactions (id, workspace_id, mode, kind, reference, hash, created_at)"
         " VALUES ($1, $2, $3, $4, $5, $6, $7)",

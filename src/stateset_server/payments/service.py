@@ -17,12 +17,22 @@ from stateset_server.core.ids import new_id
 from stateset_server.core.money import format_amount
 from stateset_server.payments import ledger, repository
 from stateset_server.payments.cards import CardDeclined, authorize_card
-from stateset_server.payments.fees import FeeSchedule, fees_for
+from stateset_server.payments.fees import Fees, FeeSchedule, fees_for
 from stateset_server.payments.model import Payment, Refund
 from stateset_server.storage import Tx
 from stateset_server.workspaces.keys import Principal
 
-__all__ = ["SANDBOX_WALLET", "PaymentRequest", "charge", "fund_wallet", "payment_failed", "refund"]
+__all__ = [
+    "SANDBOX_WALLET",
+    "ChargeIds",
+    "PaymentRequest",
+    "charge",
+    "charge_accounts",
+    "fund_wallet",
+    "payment_failed",
+    "predict_charge",
+    "refund",
+]
 
 SANDBOX_WALLET = "sandbox"
 
@@ -44,17 +54,119 @@ def payment_failed(reason: str, message: str, **details: Any) -> ApiError:
     return ApiError("PAYMENT_FAILED", message, {"reason": reason, **details})
 
 
+@dataclass(frozen=True)
+class ChargeIds:
+    """The ids a charge will use, chosen ahead so that its outcome can be predicted (`predict_charge`)."""
+
+    payment: str
+    transaction: str
+
+    @classmethod
+    def new(cls) -> ChargeIds:
+        return cls(new_id("pay"), new_id("ltx"))
+
+
+Move = tuple[str, str, int]  # (account kind, address, signed amount)
+
+
+def _entries(moves: list[Move], accounts: dict[str, str]) -> list[ledger.Entry]:
+    """The ledger entries of `moves` (zero moves are left out), given each address's account id."""
+    return [
+        ledger.Entry(accounts[address], amount, kind == "wallet", address) for kind, address, amount in moves if amount
+    ]
+
+
 async def _post_usdc(
-    tx: Tx, principal: Principal, *, kind: str, reference: str, moves: list[tuple[str, str, int]], now: int
+    tx: Tx,
+    principal: Principal,
+    *,
+    kind: str,
+    reference: str,
+    moves: list[Move],
+    now: int,
+    transaction_id: str | None = None,
 ) -> str:
-    """moves: (account kind, address, signed amount); zero moves are left out."""
-    entries = []
-    for account_kind, address, amount in moves:
-        if amount == 0:
-            continue
-        account = await ledger.account_id(tx, principal, account_kind, address, now)
-        entries.append(ledger.Entry(account, amount, account_kind == "wallet", address))
-    return await ledger.post(tx, principal, kind=kind, reference=reference, entries=entries, now=now)
+    accounts = {
+        address: await ledger.account_id(tx, principal, account_kind, address, now)
+        for account_kind, address, amount in moves
+        if amount
+    }
+    entries = _entries(moves, accounts)
+    return await ledger.post(
+        tx, principal, kind=kind, reference=reference, entries=entries, now=now, transaction_id=transaction_id
+    )
+
+
+def _payment_moves(payer: str, amount: int, fees_total: int) -> list[Move]:
+    return [("wallet", payer, -amount), ("merchant", "merchant", amount - fees_total), ("fees", "fees", fees_total)]
+
+
+def charge_accounts(request: PaymentRequest) -> list[str]:
+    """The ledger addresses a charge for `request` moves money between."""
+    return [request.wallet_address or SANDBOX_WALLET, "merchant", "fees"]
+
+
+def predict_charge(
+    *,
+    order_id: str,
+    currency: str,
+    amount: int,
+    request: PaymentRequest,
+    schedule: FeeSchedule,
+    now: int,
+    ids: ChargeIds,
+    accounts: dict[str, str],
+) -> Payment | None:
+    """The payment `charge` will record with these ids when it succeeds, computed without the
+    database: for a USDC payment from a named wallet whose accounts all exist (`accounts`, by
+    address). None when it cannot be told ahead. Whether the wallet holds enough is not known here:
+    `charge` decides that."""
+    if request.simulate_failure or request.method != "usdc" or currency != "USDC" or request.wallet_address is None:
+        return None
+    fees = fees_for(request.method, amount, schedule)
+    moves = _payment_moves(request.wallet_address, amount, fees.total)
+    if any(amount and address not in accounts for _kind, address, amount in moves):
+        return None
+    entries = _entries(moves, accounts)
+    return _payment(
+        ids.payment, order_id, request, amount, currency, fees, now,
+        wallet=request.wallet_address,
+        transaction_hash=ledger.transaction_hash(ids.transaction, "payment", ids.payment, entries),
+    )  # fmt: skip
+
+
+def _payment(
+    payment_id: str,
+    order_id: str,
+    request: PaymentRequest,
+    amount: int,
+    currency: str,
+    fees: Fees,
+    now: int,
+    *,
+    wallet: str | None = None,
+    transaction_hash: str | None = None,
+    card_brand: str | None = None,
+    card_last4: str | None = None,
+    card_token: str | None = None,
+) -> Payment:
+    return Payment(
+        id=payment_id,
+        order_id=order_id,
+        method=request.method,
+        status="succeeded",
+        amount=amount,
+        amount_refunded=0,
+        currency=currency,
+        network_fee=fees.network,
+        processing_fee=fees.processing,
+        wallet_address=wallet,
+        card_brand=card_brand,
+        card_last4=card_last4,
+        card_token=card_token,
+        transaction_hash=transaction_hash,
+        created_at=now,
+    )
 
 
 async def fund_wallet(tx: Tx, principal: Principal, address: str, amount: int, now: int) -> str:
@@ -79,10 +191,12 @@ async def charge(
     request: PaymentRequest,
     schedule: FeeSchedule,
     now: int,
+    ids: ChargeIds | None = None,
 ) -> Payment:
     if request.simulate_failure:
         raise payment_failed("test_mode_fail", "The payment failed (simulated by test_mode: fail).")
-    payment_id = new_id("pay")
+    ids = ids or ChargeIds.new()
+    payment_id = ids.payment
     fees = fees_for(request.method, amount, schedule)
     wallet = card_brand = card_last4 = card_token = transaction_hash = None
     if request.method == "usdc":
@@ -111,12 +225,9 @@ async def charge(
                 principal,
                 kind="payment",
                 reference=payment_id,
-                moves=[
-                    ("wallet", payer, -amount),
-                    ("merchant", "merchant", amount - fees.total),
-                    ("fees", "fees", fees.total),
-                ],
+                moves=_payment_moves(payer, amount, fees.total),
                 now=now,
+                transaction_id=ids.transaction,
             )
         except ledger.InsufficientFunds as short:
             raise payment_failed(
@@ -139,23 +250,11 @@ async def charge(
         except CardDeclined as declined:
             raise payment_failed(declined.code, declined.message, decline_code=declined.code) from None
         card_brand, card_last4, card_token = card.brand, card.last4, card.token
-    payment = Payment(
-        id=payment_id,
-        order_id=order_id,
-        method=request.method,
-        status="succeeded",
-        amount=amount,
-        amount_refunded=0,
-        currency=currency,
-        network_fee=fees.network,
-        processing_fee=fees.processing,
-        wallet_address=wallet,
-        card_brand=card_brand,
-        card_last4=card_last4,
-        card_token=card_token,
-        transaction_hash=transaction_hash,
-        created_at=now,
-    )
+    payment = _payment(
+        payment_id, order_id, request, amount, currency, fees, now,
+        wallet=wallet, transaction_hash=transaction_hash,
+        card_brand=card_brand, card_last4=card_last4, card_token=card_token,
+    )  # fmt: skip
     await repository.insert_payment(tx, principal, payment, request.billing_address)
     return payment
 

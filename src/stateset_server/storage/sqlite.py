@@ -21,6 +21,7 @@ import fcntl
 import os
 import re
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -146,6 +147,7 @@ class _GroupCommitWriter:
         self._draining: asyncio.Task[None] | None = None
         self.groups = 0
         self.units = 0
+        self.run_seconds = 0.0  # time the units ran while holding the write lock (bench/inprocess.py)
 
     def submit(self, fn: Callable[[SQLiteTx], Awaitable[T]]) -> asyncio.Future[T]:
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
@@ -189,11 +191,13 @@ class _GroupCommitWriter:
             _settle_all(group, StorageUnavailable(f"write transaction failed: {exc}"))
             return
         try:
+            started = time.perf_counter()
             try:
                 outcomes = self._run_group(group)
             except BaseException:
                 await loop.run_in_executor(self._io, self._rollback)
                 raise
+            self.run_seconds += time.perf_counter() - started
             await loop.run_in_executor(self._io, self._commit)
         except Exception as exc:  # a savepoint or the COMMIT failed: the whole group is undone
             _settle_all(group, StorageUnavailable(f"write transaction failed: {exc}"))
