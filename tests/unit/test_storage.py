@@ -71,3 +71,44 @@ def test_an_edited_migration_is_refused() -> None:
 def test_both_dialects_have_the_same_migrations() -> None:
     sqlite, postgres = load_migrations("sqlite"), load_migrations("postgres")
     assert [(m.version, m.name) for m in sqlite] == [(m.version, m.name) for m in postgres]
+
+
+def test_numbers_taken_in_a_group_stay_gapless_when_units_fail(tmp_path: Path) -> None:
+    """A group takes counter numbers in memory after its first unit and writes the counter back once;
+    a failing unit (or a rolled-back savepoint) gives its number back, as its rolled-back row would."""
+    url = f"sqlite:///{tmp_path}/s.db"
+
+    async def scenario() -> tuple[list[object], list[object], int]:
+        await migrate(url)
+        db = SQLiteDatabase.open(url)
+        try:
+
+            def take(fail: bool, nested_fail: bool = False):
+                async def unit(tx):
+                    if nested_fail:
+                        try:
+                            async with tx.savepoint():
+                                await tx.next_number("ws_1", "test", "n", 1001)
+                                raise ValueError("nested")
+                        except ValueError:
+                            pass
+                    number = await tx.next_number("ws_1", "test", "n", 1001)
+                    if fail:
+                        raise ValueError("boom")
+                    return number
+
+                return unit
+
+            first = await asyncio.gather(
+                *(db.write(take(fail=i % 4 == 1, nested_fail=i % 5 == 2)) for i in range(40)), return_exceptions=True
+            )
+            second = await asyncio.gather(*(db.write(take(fail=False)) for _ in range(5)))
+            stored = await db.read(lambda tx: tx.fetchval("SELECT value FROM counters WHERE name = 'n'"))
+            return first, list(second), stored
+        finally:
+            await db.close()
+
+    first, second, stored = asyncio.run(scenario())
+    taken = [n for n in first if isinstance(n, int)]
+    assert len(taken) == 30 and sorted(taken) == list(range(1001, 1031))
+    assert second == list(range(1031, 1036)) and stored == 1035

@@ -93,7 +93,11 @@ def with_request_id(scope: Scope, send: Send) -> Send:
 
 
 def rendered(render: Callable[[Any], tuple[int, Any]], result: Any) -> Response:
-    """The response for a write result, built by the same renderer the idempotency layer stores."""
+    """The response for a write result, built by the same renderer the idempotency layer stores
+    (or the very bytes it stored)."""
+    stored = idempotency.stored_response(result)
+    if stored is not None:
+        return Response(stored[1], status_code=stored[0], media_type="application/json")
     status, content = render(result)
     return json_response(content, status)
 

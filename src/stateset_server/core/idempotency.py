@@ -49,6 +49,7 @@ class Scope:
     error_body: Callable[[ApiError], bytes]  # the error envelope for this request
     render: Callable[[Any], tuple[int, Any]] | None = None
     used: bool = False
+    stored: tuple[Any, int, bytes] | None = None  # (result, status, body) recorded with the write
 
     def fingerprint(self) -> str:
         digest = hashlib.sha256(f"{self.method} {self.path}\n".encode())
@@ -90,6 +91,14 @@ def enter(scope: Scope) -> Any:
 
 def leave(token: Any) -> None:
     _current.reset(token)
+
+
+def stored_response(result: Any) -> tuple[int, bytes] | None:
+    """The response recorded under this request's key for `result` (so it is not encoded twice)."""
+    scope = _current.get()
+    if scope is None or scope.stored is None or scope.stored[0] is not result:
+        return None
+    return scope.stored[1], scope.stored[2]
 
 
 def bind(render: Callable[[Any], tuple[int, Any]]) -> None:
@@ -191,8 +200,10 @@ class IdempotentDatabase:
             except ApiError as error:
                 raise _WorkFailed(error) from error  # rolls the work back
             status, content = render(result)
-            if not await _take(tx, scope, fingerprint, status, _encode(content)):
+            body = _encode(content)
+            if not await _take(tx, scope, fingerprint, status, body):
                 raise _KeyTaken  # rolls the work back: the key's first request answers for it
+            scope.stored = (result, status, body)
             return result
 
         try:

@@ -13,6 +13,7 @@ __all__ = [
     "ConcurrentUpdate",
     "customer_from_row",
     "find_by_email",
+    "find_id_by_email",
     "get_customer",
     "insert_customer",
     "update_customer",
@@ -76,6 +77,17 @@ async def find_by_email(tx: Tx, workspace_id: str, mode: str, email: str) -> Cus
         email.strip().lower(),
     )
     return None if row is None else customer_from_row(row)
+
+
+async def find_id_by_email(tx: Tx, workspace_id: str, mode: str, email: str) -> str | None:
+    """`find_by_email`, for callers that need only the customer's id (an order being created)."""
+    value = await tx.fetchval(
+        "SELECT id FROM customers WHERE workspace_id = $1 AND mode = $2 AND email_key = $3 AND deleted_at IS NULL",
+        workspace_id,
+        mode,
+        email.strip().lower(),
+    )
+    return None if value is None else str(value)
 
 
 async def insert_customer(tx: Tx, customer: Customer) -> bool:

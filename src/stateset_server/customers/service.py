@@ -247,9 +247,9 @@ async def resolve_for_order(
         return customer.id, email if email is not None else customer.email
     if email is None:
         return None, None
-    found = await repository.find_by_email(tx, principal.workspace_id, principal.mode, email_key(email))
+    found = await repository.find_id_by_email(tx, principal.workspace_id, principal.mode, email_key(email))
     if found is not None:
-        return found.id, email
+        return found, email
     draft = Customer(
         id=new_id("cus"),
         workspace_id=principal.workspace_id,

@@ -29,7 +29,6 @@ from stateset_server.orders.model import Order
 from stateset_server.orders.present import order_out, timeline
 from stateset_server.orders.schemas import OrderOut, TimelineEntry
 from stateset_server.orders.status import OrderStatus as S
-from stateset_server.payments import ledger
 from stateset_server.payments import service as payments
 from stateset_server.payments.fees import FeeSchedule
 from stateset_server.payments.model import Payment, Refund
@@ -206,15 +205,10 @@ def pure(decide: Decide) -> Decide:
     return decide
 
 
-Predict = Callable[[Order, int, dict[str, str]], "Outcome | None"]
-
-
-def predicted(decide: Decide, predict: Predict, accounts: list[str]) -> Decide:
-    """Attach to a command that moves money the pure function that tells its outcome ahead, given
-    the ledger accounts (by address) of `accounts`: `decide` still runs in the transaction, and the
-    prediction is used only if it matches exactly."""
+def predicted(decide: Decide, predict: Callable[[Order, int], Outcome | None]) -> Decide:
+    """Attach to a command that moves money the pure function that tells its outcome ahead:
+    `decide` still runs in the transaction, and the prediction is used only if it matches exactly."""
     decide.predict = predict  # type: ignore[attr-defined]
-    decide.accounts = accounts  # type: ignore[attr-defined]
     return decide
 
 
@@ -250,18 +244,12 @@ async def _prepare(
     is_pure, predict = getattr(decide, "pure", False), getattr(decide, "predict", None)
     if not is_pure and predict is None:
         return None
-
-    async def read(tx: Tx) -> tuple[Order | None, dict[str, str]]:
-        order = await repository.get_order(tx, principal.workspace_id, principal.mode, order_id)
-        accounts = await ledger.account_ids(tx, principal, decide.accounts) if predict else {}  # type: ignore[attr-defined]
-        return order, accounts
-
-    before, accounts = await db.read(read)
+    before = await db.read(lambda tx: repository.get_order(tx, principal.workspace_id, principal.mode, order_id))
     if before is None or before.document is None:
         return None
     now = now_us()
     try:
-        outcome = await decide(_NO_TX, before, now) if is_pure else predict(before, now, accounts)
+        outcome = await decide(_NO_TX, before, now) if is_pure else predict(before, now)
     except (IllegalTransition, ApiError):
         return None
     if outcome is None or outcome.refunds or (is_pure and outcome.payment is not None):
@@ -400,8 +388,15 @@ def _amount_error(field: str, issue: str, limit: int, currency: str, received: s
 
 
 def pay(
-    principal: Principal, request: payments.PaymentRequest, schedule: FeeSchedule, *, received: str | None = None
+    principal: Principal,
+    request: payments.PaymentRequest,
+    schedule: FeeSchedule,
+    *,
+    received: str | None = None,
+    accounts: dict[str, str] | None = None,
 ) -> Decide:
+    """`accounts`: the committed ledger account ids the payment will use, when known (by address;
+    `ledger.committed_account_ids`): the transaction then skips looking them up."""
     ids = payments.ChargeIds.new()  # chosen now, so that `predict` knows the payment `decide` makes
 
     def amount_of(order: Order) -> int:
@@ -435,20 +430,21 @@ def pay(
                 schedule=schedule,
                 now=now,
                 ids=ids,
+                accounts=accounts,
             )
         return outcome(order, amount, payment, now)
 
-    def predict(order: Order, now: int, accounts: dict[str, str]) -> Outcome | None:
+    def predict(order: Order, now: int) -> Outcome | None:
         amount = amount_of(order)
         if amount == 0:
             return outcome(order, 0, None, now)
         payment = payments.predict_charge(
             order_id=order.id, currency=order.currency, amount=amount, request=request, schedule=schedule,
-            now=now, ids=ids, accounts=accounts,
+            now=now, ids=ids, accounts=accounts or {},
         )  # fmt: skip
         return None if payment is None else outcome(order, amount, payment, now)
 
-    return predicted(decide, predict, payments.charge_accounts(request))
+    return predicted(decide, predict)
 
 
 async def _refund_across_payments(

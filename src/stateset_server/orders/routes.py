@@ -31,6 +31,8 @@ from stateset_server.orders.schemas import (
     UpdateOrderIn,
 )
 from stateset_server.orders.status import parse_status
+from stateset_server.payments import ledger
+from stateset_server.payments.service import charge_accounts
 from stateset_server.workspaces.keys import Principal
 
 __all__ = ["ROUTES"]
@@ -108,10 +110,16 @@ async def pay_order(request: Request, principal: Principal | None) -> Response:
     assert principal is not None
     body = await read_json(request, PayIn, optional=True)
     order_id = request.path_params["order_id"]
-    currency = await service.order_currency(request.app.state.db, principal, order_id)
+    db = request.app.state.db
+    currency = await service.order_currency(db, principal, order_id)
     pay_request = payment_request(body, currency, livemode=principal.livemode)
     raw = body.amount if body.amount is not None else (body.payment_method.amount if body.payment_method else None)
-    decide = lifecycle.pay(principal, pay_request, request.app.state.fees, received=None if raw is None else str(raw))
+    accounts = None
+    if pay_request.method == "usdc" and pay_request.wallet_address is not None:
+        accounts = await ledger.committed_account_ids(db, principal, charge_accounts(pay_request))
+    decide = lifecycle.pay(
+        principal, pay_request, request.app.state.fees, received=None if raw is None else str(raw), accounts=accounts
+    )
 
     def render(result: tuple[OrderOut, Outcome]) -> tuple[int, dict[str, Any]]:
         order, outcome = result

@@ -11,10 +11,20 @@ import hashlib
 from dataclasses import dataclass
 
 from stateset_server.core.ids import new_id
-from stateset_server.storage import Tx
+from stateset_server.storage import Database, Tx
 from stateset_server.workspaces.keys import Principal
 
-__all__ = ["Entry", "InsufficientFunds", "account_id", "account_ids", "balance", "post", "totals", "transaction_hash"]
+__all__ = [
+    "Entry",
+    "InsufficientFunds",
+    "account_id",
+    "account_ids",
+    "balance",
+    "committed_account_ids",
+    "post",
+    "totals",
+    "transaction_hash",
+]
 
 SYSTEM_KINDS = ("merchant", "fees", "faucet")
 
@@ -78,6 +88,28 @@ async def account_ids(tx: Tx, principal: Principal, addresses: list[str]) -> dic
         *addresses,
     )
     return {str(row[0]): str(row[1]) for row in rows}
+
+
+# Account ids by (workspace, mode, address), as read from committed data. An account is never
+# deleted and its id never changes, so such an id stays right for good; ids seen inside a transaction
+# that might still roll back are never put here.
+_committed: dict[tuple[str, str, str], str] = {}
+_MAX_COMMITTED = 100_000
+
+
+async def committed_account_ids(db: Database, principal: Principal, addresses: list[str]) -> dict[str, str]:
+    """The ids of the accounts these addresses already have (remembered per process after the first
+    read), by address; an address without an account is left out."""
+    scope = (principal.workspace_id, principal.mode)
+    known = {a: _committed[(*scope, a)] for a in addresses if (*scope, a) in _committed}
+    missing = [a for a in addresses if a not in known]
+    if missing:
+        found = await db.read(lambda tx: account_ids(tx, principal, missing), snapshot=False)
+        if len(_committed) + len(found) > _MAX_COMMITTED:
+            _committed.clear()
+        _committed.update({(*scope, address): account for address, account in found.items()})
+        known.update(found)
+    return known
 
 
 async def lock_wallets(tx: Tx, principal: Principal, addresses: list[str]) -> None:

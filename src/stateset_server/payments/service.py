@@ -85,9 +85,12 @@ async def _post_usdc(
     moves: list[Move],
     now: int,
     transaction_id: str | None = None,
+    known: dict[str, str] | None = None,
 ) -> str:
+    """Post `moves`; `known`: committed account ids by address (`ledger.committed_account_ids`)."""
+    known = known or {}
     accounts = {
-        address: await ledger.account_id(tx, principal, account_kind, address, now)
+        address: known.get(address) or await ledger.account_id(tx, principal, account_kind, address, now)
         for account_kind, address, amount in moves
         if amount
     }
@@ -192,6 +195,7 @@ async def charge(
     schedule: FeeSchedule,
     now: int,
     ids: ChargeIds | None = None,
+    accounts: dict[str, str] | None = None,
 ) -> Payment:
     if request.simulate_failure:
         raise payment_failed("test_mode_fail", "The payment failed (simulated by test_mode: fail).")
@@ -228,6 +232,7 @@ async def charge(
                 moves=_payment_moves(payer, amount, fees.total),
                 now=now,
                 transaction_id=ids.transaction,
+                known=accounts,
             )
         except ledger.InsufficientFunds as short:
             raise payment_failed(

@@ -79,6 +79,26 @@ class SQLiteTx(TxCacheHooks):
         super().__init__(epochs)
         self._conn = conn
         self._depth = 0
+        # Counters taken in the open transaction: key → [last value handed out, value in the row].
+        # A group's units take numbers in memory after the first; `flush_numbers` writes them back.
+        self._numbers: dict[tuple[str, str, str], list[int]] = {}
+
+    def numbers_snapshot(self) -> list[tuple[tuple[str, str, str], int, int]]:
+        return [(key, held[0], held[1]) for key, held in self._numbers.items()]
+
+    def restore_numbers(self, snapshot: list[tuple[tuple[str, str, str], int, int]]) -> None:
+        """Undo the numbers taken since `snapshot`, with the savepoint that undid their work: numbers
+        stay gapless on SQLite."""
+        self._numbers = {key: [value, stored] for key, value, stored in snapshot}
+
+    def flush_numbers(self) -> None:
+        for (workspace_id, mode, name), (value, stored) in self._numbers.items():
+            if value != stored:
+                self._conn.execute(
+                    "UPDATE counters SET value = ? WHERE workspace_id = ? AND mode = ? AND name = ?",
+                    (value, workspace_id, mode, name),
+                )
+        self._numbers.clear()
 
     async def invalidate(self, name: str) -> None:
         self._mark_invalidated(name)  # the shared marker file changes once the group has committed
@@ -87,12 +107,14 @@ class SQLiteTx(TxCacheHooks):
     async def savepoint(self) -> AsyncIterator[None]:
         self._depth += 1
         name = f"nested_{self._depth}"
+        numbers = self.numbers_snapshot()
         self._conn.execute(f"SAVEPOINT {name}")
         try:
             yield
         except BaseException:
             self._conn.execute(f"ROLLBACK TO {name}")
             self._conn.execute(f"RELEASE {name}")
+            self.restore_numbers(numbers)
             raise
         else:
             self._conn.execute(f"RELEASE {name}")
@@ -116,8 +138,14 @@ class SQLiteTx(TxCacheHooks):
         self._conn.executemany(_sql(sql), rows)
 
     async def next_number(self, workspace_id: str, mode: str, name: str, first: int) -> int:
+        held = self._numbers.get((workspace_id, mode, name))
+        if held is not None:  # the row is this transaction's to write back: no statement per number
+            held[0] += 1
+            return held[0]
         row = self._conn.execute(_sql(NEXT_NUMBER), (workspace_id, mode, name, first, 1)).fetchone()
-        return int(row[0])
+        value = int(row[0])
+        self._numbers[(workspace_id, mode, name)] = [value, value]
+        return value
 
 
 _Unit = tuple[Callable[[SQLiteTx], Awaitable[Any]], asyncio.Future[Any]]
@@ -194,7 +222,9 @@ class _GroupCommitWriter:
             started = time.perf_counter()
             try:
                 outcomes = self._run_group(group)
+                self._tx.flush_numbers()
             except BaseException:
+                self._tx.restore_numbers([])
                 await loop.run_in_executor(self._io, self._rollback)
                 raise
             self.run_seconds += time.perf_counter() - started
@@ -227,12 +257,14 @@ class _GroupCommitWriter:
         conn, tx = self._conn, self._tx
         outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         for fn, future in group:
+            numbers = tx.numbers_snapshot()
             conn.execute("SAVEPOINT unit")
             try:
                 result = run_sync(fn(tx))
             except Exception as exc:  # the unit's own error goes back to its caller only
                 conn.execute("ROLLBACK TO unit")
                 conn.execute("RELEASE unit")
+                tx.restore_numbers(numbers)
                 outcomes.append((future, None, exc))
             else:
                 conn.execute("RELEASE unit")
