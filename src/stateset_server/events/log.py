@@ -11,7 +11,7 @@ from stateset_server.storage import Row, Tx
 from stateset_server.webhooks import outbox
 from stateset_server.workspaces.keys import Principal
 
-__all__ = ["COLUMNS", "EventOut", "append", "event_out", "get_event", "object_events"]
+__all__ = ["COLUMNS", "EventOut", "append", "append_each", "event_out", "get_event", "object_events"]
 
 COLUMNS = (
     "seq, id, workspace_id, mode, type, object_type, object_id, data, previous_attributes,"
@@ -58,6 +58,57 @@ async def append(
         tx, workspace_id=principal.workspace_id, mode=principal.mode, event_id=event_id, event_type=type, now=created_at
     )
     return event_id
+
+
+async def append_each(
+    tx: Tx,
+    *,
+    principal: Principal,
+    types: list[str],
+    event_ids: list[str],
+    object_type: str,
+    object_id: str,
+    data: bytes,
+    created_at: int,
+    request_id: str | None,
+    previous_attributes: bytes | None = None,
+    object_status: str | None = None,
+) -> None:
+    """`append` for several events of one change (same snapshot), in one statement."""
+    if len(types) == 1:
+        await append(
+            tx, principal=principal, type=types[0], object_type=object_type, object_id=object_id, data=data,
+            created_at=created_at, request_id=request_id, previous_attributes=previous_attributes,
+            object_status=object_status, event_id=event_ids[0],
+        )  # fmt: skip
+        return
+    text, previous = data.decode(), previous_attributes.decode() if previous_attributes is not None else None
+    await tx.executemany(
+        f"INSERT INTO events ({COLUMNS.removeprefix('seq, ')})"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        [
+            (
+                event_id,
+                principal.workspace_id,
+                principal.mode,
+                type,
+                object_type,
+                object_id,
+                text,
+                previous,
+                request_id,
+                principal.key_id,
+                created_at,
+                object_status,
+            )
+            for type, event_id in zip(types, event_ids, strict=True)
+        ],
+    )
+    for type, event_id in zip(types, event_ids, strict=True):
+        await outbox.enqueue(
+            tx, workspace_id=principal.workspace_id, mode=principal.mode, event_id=event_id, event_type=type,
+            now=created_at,
+        )  # fmt: skip
 
 
 class EventData(msgspec.Struct):

@@ -26,10 +26,9 @@ __all__ = [
     "Level",
     "adjust",
     "commit_order",
-    "ensure_reserved",
     "expire_due",
     "insufficient",
-    "keep_reservations",
+    "keep_for_payment",
     "levels",
     "reconcile",
     "release_order",
@@ -355,18 +354,6 @@ async def release_order(tx: Tx, principal: Principal, order_id: str, now: int, *
     return await _finish(tx, principal, order_id, kind="release", status=status, only_expired_before=cutoff, now=now)
 
 
-async def keep_reservations(tx: Tx, principal: Principal, order_id: str, now: int) -> None:
-    """A paid order's reservations no longer expire."""
-    await tx.execute(
-        "UPDATE reservations SET expires_at = NULL, updated_at = $4"
-        " WHERE order_id = $1 AND workspace_id = $2 AND mode = $3 AND status = 'active'",
-        order_id,
-        principal.workspace_id,
-        principal.mode,
-        now,
-    )
-
-
 async def restock(
     tx: Tx,
     principal: Principal,
@@ -385,16 +372,20 @@ async def restock(
     )  # fmt: skip
 
 
-async def ensure_reserved(tx: Tx, principal: Principal, order_id: str, wanted: dict[str, int], now: int) -> None:
-    """Reserve again what expired before the order was paid (INSUFFICIENT_INVENTORY if gone)."""
+async def keep_for_payment(tx: Tx, principal: Principal, order_id: str, wanted: dict[str, int], now: int) -> None:
+    """A paid order's reservations no longer expire, and what expired before it was paid is reserved
+    again (INSUFFICIENT_INVENTORY if gone). One statement when nothing is missing."""
     rows = await tx.fetch(
-        "SELECT sku, SUM(quantity) AS held FROM reservations WHERE order_id = $1 AND workspace_id = $2"
-        " AND mode = $3 AND status = 'active' GROUP BY sku",
+        "UPDATE reservations SET expires_at = NULL, updated_at = $4"
+        " WHERE order_id = $1 AND workspace_id = $2 AND mode = $3 AND status = 'active' RETURNING sku, quantity",
         order_id,
         principal.workspace_id,
         principal.mode,
+        now,
     )
-    held = {row["sku"]: int(row["held"]) for row in rows}
+    held: dict[str, int] = {}
+    for row in rows:
+        held[row["sku"]] = held.get(row["sku"], 0) + int(row["quantity"])
     for sku, quantity in wanted.items():
         missing = quantity - held.get(sku, 0)
         if missing > 0:

@@ -117,12 +117,13 @@ async def apply(
     shown = order_out(after, base_url)
     data = _encode(shown)
     previous = _encode(_previous(before, data, base_url))
-    first_event = None
-    for event_type in outcome.events:
-        event_id = await log.append(
+    event_ids = [new_id("evt") for _ in outcome.events]
+    if event_ids:
+        await log.append_each(
             tx,
             principal=principal,
-            type=event_type,
+            types=outcome.events,
+            event_ids=event_ids,
             object_type="order",
             object_id=before.id,
             data=data,
@@ -131,7 +132,9 @@ async def apply(
             request_id=request_id,
             object_status=after.status.value,
         )
-        first_event = first_event or TimelineEntry(after.status.value, shown.updated_at, event_type, event_id)
+    first_event = (
+        TimelineEntry(after.status.value, shown.updated_at, outcome.events[0], event_ids[0]) if event_ids else None
+    )
     shown.timeline = await _timeline(tx, principal, before, first_event)
     await repository.update_order(tx, before, after, document_of(shown))
     return shown, outcome
@@ -169,8 +172,7 @@ async def _stock_follows_status(tx: Tx, principal: Principal, before: Order, aft
         for item in after.items:
             if item.sku in tracked and tracked[item.sku].track_inventory:
                 wanted[item.sku] = wanted.get(item.sku, 0) + item.quantity
-        await stock.ensure_reserved(tx, principal, after.id, wanted, now)
-        await stock.keep_reservations(tx, principal, after.id, now)
+        await stock.keep_for_payment(tx, principal, after.id, wanted, now)
     elif after.status == S.FULFILLED:
         await stock.commit_order(tx, principal, after.id, now)
     elif after.status in (S.CANCELLED, S.REFUNDED):
@@ -293,11 +295,12 @@ async def _write_prepared(
 async def _write_rest(tx: Tx, principal: Principal, prepared: _Prepared, request_id: str | None) -> None:
     before, after = prepared.before, prepared.after
     await _stock_follows_status(tx, principal, before, after, prepared.now)
-    for event_type, event_id in zip(prepared.outcome.events, prepared.event_ids, strict=True):
-        await log.append(
+    if prepared.event_ids:
+        await log.append_each(
             tx,
             principal=principal,
-            type=event_type,
+            types=prepared.outcome.events,
+            event_ids=prepared.event_ids,
             object_type="order",
             object_id=before.id,
             data=prepared.data,
@@ -305,7 +308,6 @@ async def _write_rest(tx: Tx, principal: Principal, prepared: _Prepared, request
             created_at=prepared.now,
             request_id=request_id,
             object_status=after.status.value,
-            event_id=event_id,
         )
 
 
