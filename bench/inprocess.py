@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 ORDER = (Path(__file__).parent / "wrk" / "order.json").read_bytes().strip()
 
 
@@ -127,7 +129,7 @@ async def run(opts: argparse.Namespace) -> None:
     async def create(_i: int) -> tuple[int, bytes]:
         status, body = await client.call("POST", "/v1/orders", ORDER, keyed=True)
         if status == 201:
-            created.append(json.loads(body)["id"])
+            created.append(msgspec.json.decode(body)["id"])
         return status, body
 
     async def get(i: int) -> tuple[int, bytes]:
