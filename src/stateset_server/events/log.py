@@ -19,6 +19,11 @@ COLUMNS = (
 )
 
 
+_INSERT = (
+    f"INSERT INTO events ({COLUMNS.removeprefix('seq, ')}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+)
+
+
 async def append(
     tx: Tx,
     *,
@@ -37,26 +42,11 @@ async def append(
     status after the change (the timeline lists the events where it changed). `event_id` when the
     caller needed it before writing (default: a new one)."""
     event_id = event_id or new_id("evt")
-    await tx.execute(
-        f"INSERT INTO events ({COLUMNS.removeprefix('seq, ')})"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        event_id,
-        principal.workspace_id,
-        principal.mode,
-        type,
-        object_type,
-        object_id,
-        data.decode(),
-        previous_attributes.decode() if previous_attributes is not None else None,
-        request_id,
-        principal.key_id,
-        created_at,
-        object_status,
-    )
-    # The event's webhook deliveries commit (or roll back) with it: the outbox.
-    await outbox.enqueue(
-        tx, workspace_id=principal.workspace_id, mode=principal.mode, event_id=event_id, event_type=type, now=created_at
-    )
+    await append_each(
+        tx, principal=principal, types=[type], event_ids=[event_id], object_type=object_type, object_id=object_id,
+        data=data, created_at=created_at, request_id=request_id, previous_attributes=previous_attributes,
+        object_status=object_status,
+    )  # fmt: skip
     return event_id
 
 
@@ -74,36 +64,20 @@ async def append_each(
     previous_attributes: bytes | None = None,
     object_status: str | None = None,
 ) -> None:
-    """`append` for several events of one change (same snapshot), in one statement."""
-    if len(types) == 1:
-        await append(
-            tx, principal=principal, type=types[0], object_type=object_type, object_id=object_id, data=data,
-            created_at=created_at, request_id=request_id, previous_attributes=previous_attributes,
-            object_status=object_status, event_id=event_ids[0],
-        )  # fmt: skip
-        return
+    """Write the events of one change (one per type, with the same snapshot) in one statement, and
+    their webhook deliveries, which commit (or roll back) with them: the outbox."""
     text, previous = data.decode(), previous_attributes.decode() if previous_attributes is not None else None
-    await tx.executemany(
-        f"INSERT INTO events ({COLUMNS.removeprefix('seq, ')})"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        [
-            (
-                event_id,
-                principal.workspace_id,
-                principal.mode,
-                type,
-                object_type,
-                object_id,
-                text,
-                previous,
-                request_id,
-                principal.key_id,
-                created_at,
-                object_status,
-            )
-            for type, event_id in zip(types, event_ids, strict=True)
-        ],
-    )
+    rows = [
+        (
+            event_id, principal.workspace_id, principal.mode, type, object_type, object_id, text, previous,
+            request_id, principal.key_id, created_at, object_status,
+        )
+        for type, event_id in zip(types, event_ids, strict=True)
+    ]  # fmt: skip
+    if len(rows) == 1:
+        await tx.execute(_INSERT, *rows[0])
+    else:
+        await tx.executemany(_INSERT, rows)
     for type, event_id in zip(types, event_ids, strict=True):
         await outbox.enqueue(
             tx, workspace_id=principal.workspace_id, mode=principal.mode, event_id=event_id, event_type=type,
