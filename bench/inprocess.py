@@ -174,7 +174,7 @@ async def run(opts: argparse.Namespace) -> None:
             created[:] = source[offset:]
         profiler = cProfile.Profile() if opts.profile and not profiled else None
         writer = getattr(app.state.db._db, "_writer", None)  # SQLite's group-commit writer
-        locked = (writer.run_seconds, writer.units, writer.groups) if writer else None
+        locked = (writer.run_seconds, writer.units, writer.groups, writer.commit_seconds) if writer else None
         started_cpu, started = time.process_time(), time.perf_counter()
         if profiler:
             profiler.enable()
@@ -190,7 +190,8 @@ async def run(opts: argparse.Namespace) -> None:
             units, groups = writer.units - locked[1], writer.groups - locked[2]
             held = (
                 f"  units ran {(writer.run_seconds - locked[0]) / units * 1e6:5.0f} µs each under the write lock"
-                f" ({units / max(groups, 1):.1f} a group)"
+                f" ({units / max(groups, 1):.1f} a group), COMMIT"
+                f" {(writer.commit_seconds - locked[3]) / units * 1e6:.0f} µs a unit"
             )
         print(
             f"{op:8s} {n / wall:8,.0f} req/s  {cpu / n * 1e6:6.0f} µs CPU/req{held}  errors {len(bad)}"

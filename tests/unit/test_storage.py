@@ -112,3 +112,47 @@ def test_numbers_taken_in_a_group_stay_gapless_when_units_fail(tmp_path: Path) -
     taken = [n for n in first if isinstance(n, int)]
     assert len(taken) == 30 and sorted(taken) == list(range(1001, 1031))
     assert second == list(range(1031, 1036)) and stored == 1035
+
+
+def test_checkpoints_after_commit_keep_the_wal_bounded_under_two_writers(tmp_path: Path) -> None:
+    """Checkpoints run after COMMIT released the writers' lock (PASSIVE); two writers taking turns
+    may keep one from ever copying the whole WAL, so past a bound it is checkpointed holding the lock
+    and the WAL starts over. Everything written is still there."""
+    url = f"sqlite:///{tmp_path}/s.db"
+    pages = 200  # the bound, in WAL frames (4 KiB pages)
+
+    async def scenario() -> tuple[int, int, list[int]]:
+        await migrate(url)
+        dbs = [SQLiteDatabase.open(url) for _ in range(2)]
+        for db in dbs:  # checkpoint after every commit, and hold the lock past `pages`
+            db._writer._checkpoint_every = 0.0
+            db._writer._checkpoint_locked_pages = pages
+        frames_seen: list[int] = []
+        try:
+
+            def insert(n: int):
+                async def unit(tx):
+                    await tx.execute(
+                        "INSERT INTO workspaces (id, name, created_at) VALUES ($1, $2, 0)", f"ws_{n}", "w" * 2000
+                    )
+
+                return unit
+
+            for batch in range(60):
+                await asyncio.gather(*(dbs[i % 2].write(insert(batch * 40 + i)) for i in range(40)))
+                wal = Path(f"{tmp_path}/s.db-wal").stat().st_size
+                frames_seen.append(wal // 4120)
+            count = await dbs[0].read(lambda tx: tx.fetchval("SELECT count(*) FROM workspaces"))
+            # A checkpoint that copied the whole WAL: nothing is left only in the WAL.
+            conn = sqlite3.connect(f"{tmp_path}/s.db")
+            _busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            conn.close()
+            return count, frames - copied, frames_seen
+        finally:
+            for db in dbs:
+                await db.close()
+
+    count, left, frames_seen = asyncio.run(scenario())
+    assert count == 2400 and left == 0
+    # ~4.8 MB of rows: without checkpoints the WAL grows to ~1,700 frames; it is reused from its start.
+    assert max(frames_seen) < 2 * pages, frames_seen

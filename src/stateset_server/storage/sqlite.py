@@ -34,6 +34,8 @@ __all__ = ["SQLiteDatabase", "connect", "run_sync"]
 
 T = TypeVar("T")
 MAX_GROUP = 512
+CHECKPOINT_EVERY = 0.05  # seconds between checkpoints after commits (SQLite's own: every 1,000 pages)
+CHECKPOINT_LOCKED_PAGES = 16_384  # a WAL this long (64 MiB) is checkpointed holding the writers' lock
 _PLACEHOLDER = re.compile(r"\$(\d+)")
 _translated: dict[str, str] = {}
 
@@ -166,9 +168,23 @@ class _GroupCommitWriter:
     file still meet SQLite's lock and its busy timeout.)
     """
 
-    def __init__(self, path: str, epochs: FileEpochs | None) -> None:
+    def __init__(
+        self,
+        path: str,
+        epochs: FileEpochs | None,
+        *,
+        checkpoint_every: float = CHECKPOINT_EVERY,
+        checkpoint_locked_pages: int = CHECKPOINT_LOCKED_PAGES,
+    ) -> None:
         self._lock_fd = _open_lock(path)
         self._conn = connect(path)
+        # SQLite's automatic checkpoint runs inside COMMIT, while this process holds every writer's
+        # lock; `_checkpoint` runs it after the lock is released instead.
+        self._conn.execute("PRAGMA wal_autocheckpoint = 0")
+        self._checkpoint_every = checkpoint_every
+        self._checkpoint_locked_pages = checkpoint_locked_pages
+        self._checkpointed_at = 0.0
+        self._wal_pages = 0  # frames in the WAL after the last checkpoint, when it could not copy them all
         self._tx = SQLiteTx(self._conn, epochs)
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-commit")
         self._pending: list[_Unit] = []
@@ -176,6 +192,7 @@ class _GroupCommitWriter:
         self.groups = 0
         self.units = 0
         self.run_seconds = 0.0  # time the units ran while holding the write lock (bench/inprocess.py)
+        self.commit_seconds = 0.0  # time COMMIT took (the writers' lock is held through it)
 
     def submit(self, fn: Callable[[SQLiteTx], Awaitable[T]]) -> asyncio.Future[T]:
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
@@ -202,10 +219,37 @@ class _GroupCommitWriter:
             raise
 
     def _commit(self) -> None:
+        started = time.perf_counter()
         try:
             self._conn.execute("COMMIT")
         finally:
             self._rollback()  # only if the COMMIT failed; and the writers' lock is released either way
+        self.commit_seconds += time.perf_counter() - started
+        self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        """Copy committed pages from the WAL into the database file, after COMMIT released the
+        writers' lock (in this thread; this process's next group waits, the other processes' do not).
+
+        A PASSIVE checkpoint copies what it can without waiting for anyone. Under constant writes
+        from other processes it may never catch up, and the WAL only starts over after a complete
+        one, so once the WAL holds `checkpoint_locked_pages` the next checkpoint holds the lock."""
+        now = time.monotonic()
+        locked = self._wal_pages >= self._checkpoint_locked_pages
+        if not locked and now - self._checkpointed_at < self._checkpoint_every:
+            return
+        self._checkpointed_at = now
+        if locked and self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        try:
+            # (busy, frames in the WAL, frames copied): a WAL copied whole starts over at the next write.
+            _busy, frames, copied = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            self._wal_pages = int(frames) if copied < frames else 0
+        except sqlite3.Error:
+            pass  # another connection is checkpointing: the next commit tries again
+        finally:
+            if locked:
+                self._unlock()
 
     def _unlock(self) -> None:
         if self._lock_fd is not None:
