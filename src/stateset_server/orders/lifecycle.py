@@ -114,30 +114,57 @@ async def apply(
         after = msgspec.structs.replace(after, payments=[*after.payments, outcome.payment])
     if outcome.refunds:
         after = msgspec.structs.replace(after, payments=await order_payments(tx, before.id))
+    shown = _render(before, after, outcome.events, base_url)
+    await _append_events(tx, principal, before, after, outcome.events, shown, now, request_id)
+    shown.order.timeline = await _timeline(tx, principal, before, shown.first_event)
+    await repository.update_order(tx, before, after, document_of(shown.order))
+    return shown.order, outcome
+
+
+@dataclass
+class _Shown:
+    """An order after a change as the API shows it, with what its events carry."""
+
+    order: OrderOut  # its timeline is set by the caller
+    data: bytes  # the events' snapshot (no timeline)
+    previous: bytes  # previous_attributes
+    event_ids: list[str]
+    first_event: TimelineEntry | None  # the timeline step the change adds, if its status changed
+
+
+def _render(before: Order, after: Order, events: list[str], base_url: str) -> _Shown:
+    """Pure: the rendering a change needs, whether it runs in the transaction or ahead of it."""
     shown = order_out(after, base_url)
     data = _encode(shown)
-    previous = _encode(_previous(before, data, base_url))
-    event_ids = [new_id("evt") for _ in outcome.events]
-    if event_ids:
+    event_ids = [new_id("evt") for _ in events]
+    first = TimelineEntry(after.status.value, shown.updated_at, events[0], event_ids[0]) if events else None
+    return _Shown(shown, data, _encode(_previous(before, data, base_url)), event_ids, first)
+
+
+async def _append_events(
+    tx: Tx,
+    principal: Principal,
+    before: Order,
+    after: Order,
+    events: list[str],
+    shown: _Shown,
+    now: int,
+    request_id: str | None,
+) -> None:
+    if events:
         await log.append_each(
             tx,
             principal=principal,
-            types=outcome.events,
-            event_ids=event_ids,
+            types=events,
+            event_ids=shown.event_ids,
             object_type="order",
             object_id=before.id,
-            data=data,
-            previous_attributes=previous,
+            data=shown.data,
+            previous_attributes=shown.previous,
             created_at=now,
             request_id=request_id,
             object_status=after.status.value,
         )
-    first_event = (
-        TimelineEntry(after.status.value, shown.updated_at, outcome.events[0], event_ids[0]) if event_ids else None
-    )
-    shown.timeline = await _timeline(tx, principal, before, first_event)
-    await repository.update_order(tx, before, after, document_of(shown))
-    return shown, outcome
 
 
 class _Timeline(msgspec.Struct):
@@ -226,11 +253,8 @@ class _Prepared:
     before: Order
     after: Order
     outcome: Outcome
-    shown: OrderOut
-    data: bytes
-    previous: bytes
+    shown: _Shown
     document: str
-    event_ids: list[str]
     now: int
     decide: Decide
 
@@ -259,13 +283,9 @@ async def _prepare(
     after = msgspec.structs.replace(outcome.order, version=before.version + 1, updated_at=now)
     if outcome.payment is not None:
         after = msgspec.structs.replace(after, payments=[*after.payments, outcome.payment])
-    shown = order_out(after, base_url)
-    data = _encode(shown)
-    previous = _encode(_previous(before, data, base_url))
-    event_ids = [new_id("evt") for _ in outcome.events]
-    first = TimelineEntry(after.status.value, shown.updated_at, outcome.events[0], event_ids[0]) if event_ids else None
-    shown.timeline = _steps(before.document, first)
-    return _Prepared(before, after, outcome, shown, data, previous, document_of(shown), event_ids, now, decide)
+    shown = _render(before, after, outcome.events, base_url)
+    shown.order.timeline = _steps(before.document, shown.first_event)
+    return _Prepared(before, after, outcome, shown, document_of(shown.order), now, decide)
 
 
 async def _write_prepared(
@@ -277,7 +297,7 @@ async def _write_prepared(
         if not await repository.try_update_order(tx, prepared.before, prepared.after, prepared.document):
             return None
         await _write_rest(tx, principal, prepared, request_id)
-        return prepared.shown, prepared.outcome
+        return prepared.shown.order, prepared.outcome
     try:
         async with tx.savepoint():
             if not await repository.try_update_order(tx, prepared.before, prepared.after, prepared.document):
@@ -289,26 +309,13 @@ async def _write_prepared(
             await _write_rest(tx, principal, prepared, request_id)
     except (_Stale, ApiError):
         return None  # decided again from the start, where errors get their authoritative answer
-    return prepared.shown, prepared.outcome
+    return prepared.shown.order, prepared.outcome
 
 
 async def _write_rest(tx: Tx, principal: Principal, prepared: _Prepared, request_id: str | None) -> None:
-    before, after = prepared.before, prepared.after
-    await _stock_follows_status(tx, principal, before, after, prepared.now)
-    if prepared.event_ids:
-        await log.append_each(
-            tx,
-            principal=principal,
-            types=prepared.outcome.events,
-            event_ids=prepared.event_ids,
-            object_type="order",
-            object_id=before.id,
-            data=prepared.data,
-            previous_attributes=prepared.previous,
-            created_at=prepared.now,
-            request_id=request_id,
-            object_status=after.status.value,
-        )
+    before, after, now = prepared.before, prepared.after, prepared.now
+    await _stock_follows_status(tx, principal, before, after, now)
+    await _append_events(tx, principal, before, after, prepared.outcome.events, prepared.shown, now, request_id)
 
 
 async def run_in(

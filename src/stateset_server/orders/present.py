@@ -20,7 +20,7 @@ from stateset_server.orders.schemas import (
 from stateset_server.payments.model import Payment
 from stateset_server.storage import Row
 
-__all__ = ["order_out", "payment_out", "timeline"]
+__all__ = ["customer_ref", "order_out", "payment_out", "timeline"]
 
 
 def _when(micros: int | None) -> str | None:
@@ -67,6 +67,10 @@ def _summary(order: Order) -> PaymentSummary | None:
     )
 
 
+def customer_ref(customer_id: str | None, email: str | None) -> CustomerRef | None:
+    return CustomerRef(customer_id, email) if customer_id is not None or email is not None else None
+
+
 def order_out(order: Order, base_url: str) -> OrderOut:
     money = order.currency
     items = [
@@ -83,7 +87,6 @@ def order_out(order: Order, base_url: str) -> OrderOut:
         )
         for item in order.items
     ]
-    has_customer = order.customer_id is not None or order.customer_email is not None
     total = format_amount(order.total, money)
     return OrderOut(
         id=order.id,
@@ -93,7 +96,7 @@ def order_out(order: Order, base_url: str) -> OrderOut:
         currency=money,
         customer_id=order.customer_id,
         customer_email=order.customer_email,
-        customer=CustomerRef(order.customer_id, order.customer_email) if has_customer else None,
+        customer=customer_ref(order.customer_id, order.customer_email),
         items=items,
         line_items=items,
         subtotal=format_amount(order.subtotal, money),

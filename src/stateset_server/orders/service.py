@@ -15,9 +15,9 @@ from stateset_server.orders import lifecycle, repository
 from stateset_server.orders.document import document_of, respond
 from stateset_server.orders.intake import new_order, payment_request
 from stateset_server.orders.model import Order
-from stateset_server.orders.present import order_out, timeline
+from stateset_server.orders.present import customer_ref, order_out, timeline
 from stateset_server.orders.pricing import Pricing
-from stateset_server.orders.schemas import CreateOrderIn, CustomerRef, OrderOut, TimelineEntry
+from stateset_server.orders.schemas import CreateOrderIn, OrderOut, TimelineEntry
 from stateset_server.payments.fees import FeeSchedule
 from stateset_server.products.catalog import CatalogEntry, known_products
 from stateset_server.storage import Database, Tx
@@ -55,7 +55,7 @@ class PlannedOrder(msgspec.Struct, frozen=True):
     pay: lifecycle.Decide | None
     tracked: dict[str, int]  # SKU → quantity to reserve (products that track stock)
     event_id: str  # of its order.created event
-    shown: OrderOut | None = None  # rendered for `base_url` ahead of the transaction
+    shown: OrderOut  # rendered ahead of the transaction; number and customer are filled in it
 
 
 def plan_order(
@@ -65,7 +65,7 @@ def plan_order(
     pricing: Pricing,
     fees: FeeSchedule,
     known: dict[str, CatalogEntry],
-    base_url: str | None = None,
+    base_url: str,
 ) -> PlannedOrder:
     """All the checks that need no transaction: a bad request fails here, before anything is written."""
     now = now_us()
@@ -80,8 +80,7 @@ def plan_order(
     if body.payment is not None:
         request = payment_request(body.payment, draft.currency, livemode=principal.livemode, prefix="payment.")
         pay = lifecycle.pay(principal, request, fees, received=_shown(body.payment.amount))
-    shown = order_out(draft, base_url) if base_url is not None else None
-    return PlannedOrder(draft, pay, tracked, new_id("evt"), shown)
+    return PlannedOrder(draft, pay, tracked, new_id("evt"), order_out(draft, base_url))
 
 
 async def insert_planned(
@@ -102,14 +101,13 @@ async def insert_planned(
         request_id=request_id,
     )
     order = msgspec.structs.replace(plan.draft, order_number=number, customer_id=customer_id, customer_email=email)
-    # Rendered by plan_order when it was given the base URL (outside the write lock), else here.
-    shown, event_id = plan.shown or order_out(plan.draft, base_url), plan.event_id
+    event_id = plan.event_id
     shown = msgspec.structs.replace(
-        shown,
+        plan.shown,
         order_number=number,
         customer_id=customer_id,
         customer_email=email,
-        customer=CustomerRef(customer_id, email) if customer_id is not None or email is not None else None,
+        customer=customer_ref(customer_id, email),
     )
     data = _encode(shown)  # the event's snapshot has no timeline
     shown.timeline = [TimelineEntry("CREATED", shown.created_at, "order.created", event_id)]

@@ -22,9 +22,9 @@ import os
 import re
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TypeVar
 
 from stateset_server.storage.database import NEXT_NUMBER, Row, StorageUnavailable, sqlite_path
@@ -82,16 +82,13 @@ class SQLiteTx(TxCacheHooks):
         self._conn = conn
         self._depth = 0
         # Counters taken in the open transaction: key → [last value handed out, value in the row].
-        # A group's units take numbers in memory after the first; `flush_numbers` writes them back.
+        # A group's units take numbers in memory after the first; `flush_numbers` writes them back,
+        # and a rolled-back savepoint gives its numbers back (`undoable`): gapless on SQLite.
         self._numbers: dict[tuple[str, str, str], list[int]] = {}
 
-    def numbers_snapshot(self) -> list[tuple[tuple[str, str, str], int, int]]:
-        return [(key, held[0], held[1]) for key, held in self._numbers.items()]
-
-    def restore_numbers(self, snapshot: list[tuple[tuple[str, str, str], int, int]]) -> None:
-        """Undo the numbers taken since `snapshot`, with the savepoint that undid their work: numbers
-        stay gapless on SQLite."""
-        self._numbers = {key: [value, stored] for key, value, stored in snapshot}
+    def forget_numbers(self) -> None:
+        """The transaction rolled back: the counters' rows are as they were."""
+        self._numbers.clear()
 
     def flush_numbers(self) -> None:
         for (workspace_id, mode, name), (value, stored) in self._numbers.items():
@@ -105,21 +102,26 @@ class SQLiteTx(TxCacheHooks):
     async def invalidate(self, name: str) -> None:
         self._mark_invalidated(name)  # the shared marker file changes once the group has committed
 
-    @asynccontextmanager
-    async def savepoint(self) -> AsyncIterator[None]:
-        self._depth += 1
-        name = f"nested_{self._depth}"
-        numbers = self.numbers_snapshot()
+    @contextmanager
+    def undoable(self, name: str) -> Iterator[None]:
+        """A SAVEPOINT: on an exception its writes, and the numbers taken since, are undone."""
+        numbers = [(key, held[0], held[1]) for key, held in self._numbers.items()]
         self._conn.execute(f"SAVEPOINT {name}")
         try:
             yield
         except BaseException:
             self._conn.execute(f"ROLLBACK TO {name}")
             self._conn.execute(f"RELEASE {name}")
-            self.restore_numbers(numbers)
+            self._numbers = {key: [value, stored] for key, value, stored in numbers}
             raise
-        else:
-            self._conn.execute(f"RELEASE {name}")
+        self._conn.execute(f"RELEASE {name}")
+
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        self._depth += 1
+        try:
+            with self.undoable(f"nested_{self._depth}"):
+                yield
         finally:
             self._depth -= 1
 
@@ -168,21 +170,14 @@ class _GroupCommitWriter:
     file still meet SQLite's lock and its busy timeout.)
     """
 
-    def __init__(
-        self,
-        path: str,
-        epochs: FileEpochs | None,
-        *,
-        checkpoint_every: float = CHECKPOINT_EVERY,
-        checkpoint_locked_pages: int = CHECKPOINT_LOCKED_PAGES,
-    ) -> None:
+    def __init__(self, path: str, epochs: FileEpochs | None) -> None:
         self._lock_fd = _open_lock(path)
         self._conn = connect(path)
         # SQLite's automatic checkpoint runs inside COMMIT, while this process holds every writer's
         # lock; `_checkpoint` runs it after the lock is released instead.
         self._conn.execute("PRAGMA wal_autocheckpoint = 0")
-        self._checkpoint_every = checkpoint_every
-        self._checkpoint_locked_pages = checkpoint_locked_pages
+        self._checkpoint_every = CHECKPOINT_EVERY
+        self._checkpoint_locked_pages = CHECKPOINT_LOCKED_PAGES
         self._checkpointed_at = 0.0
         self._wal_pages = 0  # frames in the WAL after the last checkpoint, when it could not copy them all
         self._tx = SQLiteTx(self._conn, epochs)
@@ -268,7 +263,7 @@ class _GroupCommitWriter:
                 outcomes = self._run_group(group)
                 self._tx.flush_numbers()
             except BaseException:
-                self._tx.restore_numbers([])
+                self._tx.forget_numbers()
                 await loop.run_in_executor(self._io, self._rollback)
                 raise
             self.run_seconds += time.perf_counter() - started
@@ -298,20 +293,15 @@ class _GroupCommitWriter:
             self._unlock()
 
     def _run_group(self, group: list[_Unit]) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
-        conn, tx = self._conn, self._tx
+        tx = self._tx
         outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         for fn, future in group:
-            numbers = tx.numbers_snapshot()
-            conn.execute("SAVEPOINT unit")
             try:
-                result = run_sync(fn(tx))
+                with tx.undoable("unit"):
+                    result = run_sync(fn(tx))
             except Exception as exc:  # the unit's own error goes back to its caller only
-                conn.execute("ROLLBACK TO unit")
-                conn.execute("RELEASE unit")
-                tx.restore_numbers(numbers)
                 outcomes.append((future, None, exc))
             else:
-                conn.execute("RELEASE unit")
                 outcomes.append((future, result, None))
         return outcomes
 
