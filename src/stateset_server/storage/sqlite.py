@@ -1,14 +1,14 @@
 """SQLite engine: WAL, fsync on every commit, and one group-commit writer per process.
 
-Why a writer that commits in groups: with `synchronous=FULL` every COMMIT costs an fsync (~100 µs
-here). The writer takes everything that queued while the previous fsync ran, runs each unit of work
-under its own SAVEPOINT (one failing unit never fails its neighbours), and commits the group once.
-A caller's future resolves only after that COMMIT returned, so every acknowledged write is on disk.
-At low load a group is a single write; there is no timer and no added latency.
+Why a writer that commits in groups: with `synchronous=FULL` every COMMIT costs an fsync (~150 µs
+here). The writer takes every unit of work queued by the time it holds the write lock (all that came
+in while another process held it), runs each under its own SAVEPOINT (one failing unit never fails
+its neighbours), and commits the group once. A caller's future resolves only after that COMMIT
+returned, so every acknowledged write is on disk. At low load a group is a single write; there is no
+timer and no added latency.
 
-The units run on the event loop; only BEGIN IMMEDIATE and COMMIT, the calls that wait, go to a
-thread. (An earlier writer thread ran the units too: every statement then handed the GIL between
-the two threads, which cost more than the statements — measured in docs/benchmarks.md.)
+Everything from BEGIN IMMEDIATE to COMMIT runs on the event loop (`_GroupCommitWriter` says why);
+waiting for another process's lock does not block it (`wakeup.py`).
 
 Reads run on the event loop over a separate connection in one short read transaction (a WAL
 snapshot), which never blocks the writer; a single-statement read skips BEGIN/COMMIT.
@@ -17,8 +17,6 @@ snapshot), which never blocks the writer; a single-statement read skips BEGIN/CO
 from __future__ import annotations
 
 import asyncio
-import fcntl
-import os
 import re
 import sqlite3
 import time
@@ -28,12 +26,14 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TypeVar
 
 from stateset_server.storage.database import NEXT_NUMBER, Row, StorageUnavailable, sqlite_path
-from stateset_server.storage.epoch import FileEpochs, TxCacheHooks, sidecar_path
+from stateset_server.storage.epoch import FileEpochs, TxCacheHooks
+from stateset_server.storage.wakeup import WriteWakeups
 
 __all__ = ["SQLiteDatabase", "connect", "run_sync"]
 
 T = TypeVar("T")
 MAX_GROUP = 512
+BUSY_TIMEOUT = 10.0  # seconds a group waits for another connection's write lock before it fails
 CHECKPOINT_EVERY = 0.05  # seconds between checkpoints after commits (SQLite's own: every 1,000 pages)
 CHECKPOINT_LOCKED_PAGES = 16_384  # a WAL this long (64 MiB) is checkpointed holding the writers' lock
 _PLACEHOLDER = re.compile(r"\$(\d+)")
@@ -156,32 +156,38 @@ _Unit = tuple[Callable[[SQLiteTx], Awaitable[Any]], asyncio.Future[Any]]
 
 
 class _GroupCommitWriter:
-    """Runs write units on the event loop inside one open transaction; BEGIN and COMMIT go to a thread.
+    """Runs each group of write units on the event loop, from BEGIN IMMEDIATE to COMMIT, without
+    handing anything to a thread while it holds the write lock.
 
     The units' statements are short and run where their Python runs, so no statement hands the GIL
-    to another thread (handing it over per statement cost more than the statements). The two calls
-    that can wait — BEGIN IMMEDIATE for another process's write lock, COMMIT for its fsync — run in
-    a dedicated thread while the loop serves other requests; whatever queues meanwhile is the next
-    group.
+    to another thread (handing it over per statement cost more than the statements). BEGIN and
+    COMMIT used to go to a thread too, so the loop could serve requests while they waited; but a
+    thread that has the lock must then wait for the GIL before it can go on or let go, and with the
+    loop busy that wait was longer than the fsync (py-spy, docs/benchmarks.md), all of it with every
+    writer of the file locked out. So the loop now waits for the other processes' lock without
+    blocking (`WriteWakeups`: it serves requests meanwhile) and blocks only through its own COMMIT's
+    fsync, during which the other core runs the process that writes next.
 
-    Several server processes on one file take turns through an exclusive `flock` on `<file>-lock`
-    before BEGIN IMMEDIATE: a waiting process is woken the moment the lock is released, where
-    SQLite's own busy handler would poll with sleeps of up to 100 ms. (Other programs writing the
-    file still meet SQLite's lock and its busy timeout.)
+    The WAL checkpoint runs in a thread on its own connection, after COMMIT released the lock.
     """
 
     def __init__(self, path: str, epochs: FileEpochs | None) -> None:
-        self._lock_fd = _open_lock(path)
         self._conn = connect(path)
+        # BEGIN IMMEDIATE answers at once when another process writes; `_wakeups` says when to retry.
+        self._conn.execute("PRAGMA busy_timeout = 0")
         # SQLite's automatic checkpoint runs inside COMMIT, while this process holds every writer's
-        # lock; `_checkpoint` runs it after the lock is released instead.
+        # lock; `_checkpoint` runs it after the lock is released instead, on a connection of its own.
         self._conn.execute("PRAGMA wal_autocheckpoint = 0")
+        self._checkpointer = connect(path)
+        self._checkpointer.execute("PRAGMA wal_autocheckpoint = 0")
+        self._wakeups = WriteWakeups.beside(path)
         self._checkpoint_every = CHECKPOINT_EVERY
         self._checkpoint_locked_pages = CHECKPOINT_LOCKED_PAGES
         self._checkpointed_at = 0.0
-        self._wal_pages = 0  # frames in the WAL after the last checkpoint, when it could not copy them all
+        self._checkpointing: asyncio.Future[bool] | None = None
+        self._wal_pages = 0  # frames in the WAL at the last checkpoint
         self._tx = SQLiteTx(self._conn, epochs)
-        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-commit")
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-checkpoint")
         self._pending: list[_Unit] = []
         self._draining: asyncio.Task[None] | None = None
         self.groups = 0
@@ -199,75 +205,68 @@ class _GroupCommitWriter:
     async def _drain(self) -> None:
         try:
             while self._pending:
+                try:
+                    await self._begin()  # units submitted while it waits join this group
+                except _Settled:
+                    continue
                 group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
-                await self._commit_group(group)
+                self._commit_group(group)
         finally:
             self._draining = None
 
-    def _begin(self) -> None:
-        if self._lock_fd is not None:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-        try:
-            self._conn.execute("BEGIN IMMEDIATE")
-        except BaseException:
-            self._unlock()
-            raise
+    async def _begin(self) -> None:
+        """BEGIN IMMEDIATE; while another connection writes, wait for a wake-up and try again."""
+        deadline = time.monotonic() + BUSY_TIMEOUT
+        restarted = False
+        while True:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                busy = isinstance(exc, sqlite3.OperationalError) and exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+                if not busy or time.monotonic() > deadline:
+                    _settle_all(self._pending, StorageUnavailable(f"write transaction failed: {exc}"))
+                    self._pending = []
+                    raise _Settled from exc
+                await self._wakeups.wait()
+                continue
+            if restarted or self._wal_pages < self._checkpoint_locked_pages:
+                return
+            await self._restart_wal()  # once: if readers kept it from copying all, a later group tries again
+            restarted = True
 
-    def _commit(self) -> None:
-        started = time.perf_counter()
+    async def _restart_wal(self) -> None:
+        """Checkpoint the whole WAL while this connection holds the write lock, then let go of it.
+
+        The WAL only starts over when a write begins after a checkpoint that copied all of it. Under
+        constant writes from several processes one always begins before that, and the WAL would
+        grow without end (checkpoints after COMMIT are PASSIVE and run beside the writers). Holding
+        the lock, no frame is added while the checkpoint copies, so the next BEGIN starts it over."""
+        if self._checkpointing is not None:
+            await asyncio.shield(self._checkpointing)
         try:
-            self._conn.execute("COMMIT")
+            if await asyncio.get_running_loop().run_in_executor(self._io, lambda: self._checkpoint(holding_lock=True)):
+                self._wal_pages = 0  # this BEGIN's snapshot predates the copy; the next one starts over
         finally:
-            self._rollback()  # only if the COMMIT failed; and the writers' lock is released either way
-        self.commit_seconds += time.perf_counter() - started
-        self._checkpoint()
+            self._conn.execute("ROLLBACK")
+            self._wakeups.notify()
 
-    def _checkpoint(self) -> None:
-        """Copy committed pages from the WAL into the database file, after COMMIT released the
-        writers' lock (in this thread; this process's next group waits, the other processes' do not).
-
-        A PASSIVE checkpoint copies what it can without waiting for anyone. Under constant writes
-        from other processes it may never catch up, and the WAL only starts over after a complete
-        one, so once the WAL holds `checkpoint_locked_pages` the next checkpoint holds the lock."""
-        now = time.monotonic()
-        locked = self._wal_pages >= self._checkpoint_locked_pages
-        if not locked and now - self._checkpointed_at < self._checkpoint_every:
-            return
-        self._checkpointed_at = now
-        if locked and self._lock_fd is not None:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-        try:
-            # (busy, frames in the WAL, frames copied): a WAL copied whole starts over at the next write.
-            _busy, frames, copied = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            self._wal_pages = int(frames) if copied < frames else 0
-        except sqlite3.Error:
-            pass  # another connection is checkpointing: the next commit tries again
-        finally:
-            if locked:
-                self._unlock()
-
-    def _unlock(self) -> None:
-        if self._lock_fd is not None:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-
-    async def _commit_group(self, group: list[_Unit]) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            await loop.run_in_executor(self._io, self._begin)
-        except sqlite3.Error as exc:
-            _settle_all(group, StorageUnavailable(f"write transaction failed: {exc}"))
-            return
+    def _commit_group(self, group: list[_Unit]) -> None:
         try:
             started = time.perf_counter()
             try:
                 outcomes = self._run_group(group)
                 self._tx.flush_numbers()
+                self.run_seconds += time.perf_counter() - started
+                committing = time.perf_counter()
+                self._conn.execute("COMMIT")  # blocks the loop through the fsync: see the class
+                self.commit_seconds += time.perf_counter() - committing
             except BaseException:
                 self._tx.forget_numbers()
-                await loop.run_in_executor(self._io, self._rollback)
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
                 raise
-            self.run_seconds += time.perf_counter() - started
-            await loop.run_in_executor(self._io, self._commit)
+            finally:
+                self._wakeups.notify()
         except Exception as exc:  # a savepoint or the COMMIT failed: the whole group is undone
             _settle_all(group, StorageUnavailable(f"write transaction failed: {exc}"))
             return
@@ -284,13 +283,36 @@ class _GroupCommitWriter:
                 future.set_result(result)
             else:
                 future.set_exception(exc)
+        self._maybe_checkpoint()
 
-    def _rollback(self) -> None:
-        try:
-            if self._conn.in_transaction:
-                self._conn.execute("ROLLBACK")
-        finally:
-            self._unlock()
+    def _maybe_checkpoint(self) -> None:
+        now = time.monotonic()
+        if self._checkpointing is not None or now - self._checkpointed_at < self._checkpoint_every:
+            return
+        self._checkpointed_at = now
+        self._checkpointing = asyncio.get_running_loop().run_in_executor(self._io, self._checkpoint)
+        self._checkpointing.add_done_callback(self._checkpointed)
+
+    def _checkpointed(self, _done: asyncio.Future[bool]) -> None:
+        self._checkpointing = None
+
+    def _checkpoint(self, *, holding_lock: bool = False) -> bool:
+        """Copy committed pages from the WAL into the database file, in a thread on the checkpoint's
+        own connection. PASSIVE: it waits for no one, and copies what no reader still needs. True
+        when it copied the whole WAL. Holding the write lock, it waits out another process's
+        checkpoint (no frame can be added meanwhile, so it will end)."""
+        for attempt in range(200 if holding_lock else 1):
+            if attempt:
+                time.sleep(0.001)
+            try:
+                # (busy, frames in the WAL, frames copied); -1: another connection is checkpointing.
+                _busy, frames, copied = self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            except sqlite3.Error:
+                return False  # the next commit tries again
+            if frames >= 0:
+                self._wal_pages = int(frames)
+                return copied == frames
+        return False
 
     def _run_group(self, group: list[_Unit]) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
         tx = self._tx
@@ -308,21 +330,16 @@ class _GroupCommitWriter:
     async def close(self) -> None:
         while self._draining is not None:
             await asyncio.shield(self._draining)
+        if self._checkpointing is not None:
+            await asyncio.shield(self._checkpointing)
         self._io.shutdown(wait=True)
         self._conn.close()
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
+        self._checkpointer.close()
+        self._wakeups.close()
 
 
-def _open_lock(database_path: str) -> int | None:
-    """The file whose `flock` orders this database's writers; None where there is no file to lock."""
-    path = sidecar_path(database_path, "lock")
-    if path is None:
-        return None
-    try:
-        return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError:
-        return None
+class _Settled(Exception):
+    """BEGIN failed for good: the waiting units have been answered."""
 
 
 def _settle_all(group: list[_Unit], exc: BaseException) -> None:
