@@ -59,7 +59,7 @@ async def get_customer(
     lock = " FOR UPDATE" if for_update else ""
     row = await tx.fetchrow(
         f"SELECT {CUSTOMER_COLUMNS} FROM customers"
-        f" WHERE id = $1 AND workspace_id = $2 AND mode = $3 AND deleted_at IS NULL{lock}",
+        f" WHERE id = $1 AND (workspace_id, mode) IS NOT DISTINCT FROM ($2, $3) AND deleted_at IS NULL{lock}",
         customer_id,
         workspace_id,
         mode,
@@ -138,7 +138,8 @@ async def update_customer(tx: Tx, before: Customer, after: Customer) -> None:
     assignments = ", ".join(f"{name} = ${n}" for n, name in enumerate(changed, start=5))
     row = await tx.fetchrow(
         f"UPDATE customers SET {assignments}"
-        " WHERE id = $1 AND workspace_id = $2 AND mode = $3 AND version = $4 AND deleted_at IS NULL RETURNING id",
+        " WHERE id = $1 AND (workspace_id, mode) IS NOT DISTINCT FROM ($2, $3) AND version = $4"
+        " AND deleted_at IS NULL RETURNING id",
         before.id,
         before.workspace_id,
         before.mode,

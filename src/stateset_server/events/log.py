@@ -124,7 +124,7 @@ def event_out(row: Row) -> EventOut:
 
 async def get_event(tx: Tx, principal: Principal, event_id: str) -> Row | None:
     return await tx.fetchrow(
-        f"SELECT {COLUMNS} FROM events WHERE id = $1 AND workspace_id = $2 AND mode = $3",
+        f"SELECT {COLUMNS} FROM events WHERE id = $1 AND (workspace_id, mode) IS NOT DISTINCT FROM ($2, $3)",
         event_id,
         principal.workspace_id,
         principal.mode,
@@ -135,7 +135,7 @@ async def object_events(tx: Tx, principal: Principal, object_id: str) -> list[Ro
     """One object's events in commit order (its timeline)."""
     return await tx.fetch(
         "SELECT id, type, created_at, object_status FROM events"
-        " WHERE object_id = $1 AND workspace_id = $2 AND mode = $3 ORDER BY seq",
+        " WHERE object_id = $1 AND (workspace_id, mode) IS NOT DISTINCT FROM ($2, $3) ORDER BY seq",
         object_id,
         principal.workspace_id,
         principal.mode,

@@ -329,7 +329,8 @@ async def _finish(
         args.append(only_expired_before)
     reservations = await tx.fetch(
         "SELECT id, sku, location, quantity FROM reservations"
-        f" WHERE order_id = $1 AND workspace_id = $2 AND mode = $3 AND status = 'active'{clause} ORDER BY id",
+        f" WHERE order_id = $1 AND (workspace_id, mode) IS NOT DISTINCT FROM ($2, $3)"
+        f" AND status = 'active'{clause} ORDER BY id",
         *args,
     )
     for res in reservations:
@@ -377,7 +378,8 @@ async def keep_for_payment(tx: Tx, principal: Principal, order_id: str, wanted: 
     again (INSUFFICIENT_INVENTORY if gone). One statement when nothing is missing."""
     rows = await tx.fetch(
         "UPDATE reservations SET expires_at = NULL, updated_at = $4"
-        " WHERE order_id = $1 AND workspace_id = $2 AND mode = $3 AND status = 'active' RETURNING sku, quantity",
+        " WHERE order_id = $1 AND (workspace_id, mode) IS NOT DISTINCT FROM ($2, $3)"
+        " AND status = 'active' RETURNING sku, quantity",
         order_id,
         principal.workspace_id,
         principal.mode,

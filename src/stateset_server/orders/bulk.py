@@ -180,7 +180,7 @@ async def _pay_one(
     try:
         async with tx.savepoint():
             currency = await tx.fetchval(
-                "SELECT currency FROM orders WHERE id = $1 AND workspace_id = $2 AND mode = $3",
+                "SELECT currency FROM orders WHERE id = $1 AND (workspace_id, mode) IS NOT DISTINCT FROM ($2, $3)",
                 item.order_id,
                 principal.workspace_id,
                 principal.mode,

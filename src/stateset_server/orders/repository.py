@@ -168,7 +168,10 @@ def _order(row: Row, items: list[Row], payments: list[Payment], document: str | 
 async def get_document(tx: Tx, workspace_id: str, mode: str, order_id: str) -> tuple[str | None] | None:
     """The order's stored document (None inside when the order predates documents); None: no order."""
     row = await tx.fetchrow(
-        "SELECT document FROM orders WHERE id = $1 AND workspace_id = $2 AND mode = $3", order_id, workspace_id, mode
+        "SELECT document FROM orders WHERE id = $1 AND (workspace_id, mode) IS NOT DISTINCT FROM ($2, $3)",
+        order_id,
+        workspace_id,
+        mode,
     )
     return None if row is None else (row[0],)
 
@@ -191,7 +194,7 @@ async def get_order(tx: Tx, workspace_id: str, mode: str, order_id: str, *, for_
     if tx.dialect == "postgres":
         row = await tx.fetchrow(
             f"SELECT {ORDER_COLUMNS}, document, {_ITEMS_JSON}, {_PAYMENTS_JSON} FROM orders"
-            f" WHERE id = $1 AND workspace_id = $2 AND mode = $3{lock}",
+            f" WHERE id = $1 AND (workspace_id, mode) IS NOT DISTINCT FROM ($2, $3){lock}",
             order_id,
             workspace_id,
             mode,
@@ -202,7 +205,8 @@ async def get_order(tx: Tx, workspace_id: str, mode: str, order_id: str, *, for_
         payments = [Payment(*payment) for payment in _loads_list(row["payments_json"])]
         return _order(row, items, payments, row["document"])  # type: ignore[arg-type]
     row = await tx.fetchrow(
-        f"SELECT {ORDER_COLUMNS}, document FROM orders WHERE id = $1 AND workspace_id = $2 AND mode = $3{lock}",
+        f"SELECT {ORDER_COLUMNS}, document FROM orders WHERE id = $1"
+        f" AND (workspace_id, mode) IS NOT DISTINCT FROM ($2, $3){lock}",
         order_id,
         workspace_id,
         mode,
@@ -243,7 +247,7 @@ async def try_update_order(tx: Tx, before: Order, after: Order, document: str) -
     assignments = ", ".join(f"{name} = ${n}" for n, name in enumerate(changed, start=5))
     row = await tx.fetchrow(
         f"UPDATE orders SET document = $4, {assignments}"
-        " WHERE id = $1 AND workspace_id = $2 AND version = $3 RETURNING id",
+        " WHERE id = $1 AND workspace_id IS NOT DISTINCT FROM $2 AND version = $3 RETURNING id",
         before.id,
         before.workspace_id,
         before.version,

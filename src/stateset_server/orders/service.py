@@ -172,7 +172,7 @@ async def order_currency(db: Database, principal: Principal, order_id: str) -> s
 
     async def read(tx: Tx) -> str | None:
         value = await tx.fetchval(
-            "SELECT currency FROM orders WHERE id = $1 AND workspace_id = $2 AND mode = $3",
+            "SELECT currency FROM orders WHERE id = $1 AND (workspace_id, mode) IS NOT DISTINCT FROM ($2, $3)",
             order_id,
             principal.workspace_id,
             principal.mode,

@@ -135,7 +135,7 @@ async def update(tx: Tx, principal: Principal, sku: str, body: UpdateProductIn, 
         assignments = ", ".join(f"{name} = ${n}" for n, name in enumerate(changes, start=4))
         await tx.execute(
             f"UPDATE products SET {assignments}, version = version + 1, updated_at = ${len(changes) + 4}"
-            " WHERE id = $1 AND workspace_id = $2 AND mode = $3",
+            " WHERE id = $1 AND (workspace_id, mode) IS NOT DISTINCT FROM ($2, $3)",
             row["id"],
             principal.workspace_id,
             principal.mode,

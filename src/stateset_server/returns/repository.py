@@ -122,7 +122,8 @@ async def returns_from_rows(tx: Tx, rows: Sequence[Row]) -> list[Return]:
 async def get_return(tx: Tx, principal: Principal, return_id: str, *, for_update: bool = False) -> Return | None:
     lock = " FOR UPDATE" if for_update else ""
     row = await tx.fetchrow(
-        f"SELECT {RETURN_COLUMNS} FROM returns WHERE id = $1 AND workspace_id = $2 AND mode = $3{lock}",
+        f"SELECT {RETURN_COLUMNS} FROM returns WHERE id = $1"
+        f" AND (workspace_id, mode) IS NOT DISTINCT FROM ($2, $3){lock}",
         return_id,
         principal.workspace_id,
         principal.mode,
@@ -140,7 +141,8 @@ async def update_return(tx: Tx, before: Return, after: Return) -> None:
     values = [getattr(after, name) for name in changed]
     assignments = ", ".join(f"{name} = ${n}" for n, name in enumerate(changed, start=4))
     row = await tx.fetchrow(
-        f"UPDATE returns SET {assignments} WHERE id = $1 AND workspace_id = $2 AND version = $3 RETURNING id",
+        f"UPDATE returns SET {assignments}"
+        " WHERE id = $1 AND workspace_id IS NOT DISTINCT FROM $2 AND version = $3 RETURNING id",
         before.id,
         before.workspace_id,
         before.version,

@@ -659,7 +659,7 @@ class _Connection:
 
         async def lookup(tx: Tx) -> int | None:
             return await tx.fetchval(
-                "SELECT seq FROM events WHERE id = $1 AND workspace_id = $2 AND mode = $3",
+                "SELECT seq FROM events WHERE id = $1 AND (workspace_id, mode) IS NOT DISTINCT FROM ($2, $3)",
                 since,
                 principal.workspace_id,
                 principal.mode,

@@ -106,7 +106,7 @@ async def get_endpoint(
     else:
         row = await tx.fetchrow(
             f"SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints"
-            f" WHERE id = $1 AND workspace_id = $2 AND mode = $3 AND deleted_at IS NULL{lock}",
+            f" WHERE id = $1 AND (workspace_id, mode) IS NOT DISTINCT FROM ($2, $3) AND deleted_at IS NULL{lock}",
             endpoint_id,
             workspace_id,
             mode,
@@ -214,7 +214,7 @@ async def disable_endpoint(tx: Tx, endpoint_id: str, reason: str, now: int) -> E
 async def get_delivery(tx: Tx, principal: Principal, endpoint_id: str, delivery_id: str) -> Row | None:
     return await tx.fetchrow(
         f"SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries"
-        " WHERE id = $1 AND workspace_id = $2 AND mode = $3 AND endpoint_id = $4",
+        " WHERE id = $1 AND (workspace_id, mode) IS NOT DISTINCT FROM ($2, $3) AND endpoint_id = $4",
         delivery_id,
         principal.workspace_id,
         principal.mode,

@@ -376,7 +376,9 @@ async def replay(db: Database, principal: Principal, endpoint_id: str, body: Rep
         scope = (principal.workspace_id, principal.mode)
         if body.since_event_id is not None:
             seq = await tx.fetchval(
-                "SELECT seq FROM events WHERE id = $1 AND workspace_id = $2 AND mode = $3", body.since_event_id, *scope
+                "SELECT seq FROM events WHERE id = $1 AND (workspace_id, mode) IS NOT DISTINCT FROM ($2, $3)",
+                body.since_event_id,
+                *scope,
             )
             if seq is None:
                 raise ApiError.field(

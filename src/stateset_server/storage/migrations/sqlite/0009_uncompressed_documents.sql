@@ -1,0 +1,2 @@
+-- PostgreSQL only (it stops compressing 1-4 KB JSON documents); SQLite never compresses them.
+-- The migration exists on both dialects so their version numbers stay the same.
