@@ -270,7 +270,9 @@ async def _prepare(
     is_pure, predict = getattr(decide, "pure", False), getattr(decide, "predict", None)
     if not is_pure and predict is None:
         return None
-    before = await db.read(lambda tx: repository.get_order(tx, principal.workspace_id, principal.mode, order_id))
+    before = await db.read(
+        lambda tx: repository.get_order(tx, principal.workspace_id, principal.mode, order_id), snapshot=False
+    )  # one statement: its own snapshot
     if before is None or before.document is None:
         return None
     now = now_us()

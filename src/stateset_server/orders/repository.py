@@ -10,7 +10,7 @@ from stateset_server.core.errors import ApiError
 from stateset_server.orders.model import LineItem, Order
 from stateset_server.orders.status import OrderStatus
 from stateset_server.payments.model import Payment
-from stateset_server.payments.repository import PAYMENT_COLUMNS, order_payments
+from stateset_server.payments.repository import PAYMENT_COLUMNS
 from stateset_server.storage import Row, Tx
 
 __all__ = [
@@ -176,45 +176,41 @@ async def get_document(tx: Tx, workspace_id: str, mode: str, order_id: str) -> t
     return None if row is None else (row[0],)
 
 
-# PostgreSQL reads an order with its items and payments in one statement (one round trip, not three).
-_ITEMS_JSON = (
-    "(SELECT json_agg(json_build_array(id, sku, description, quantity, unit_price, total, metadata::text)"
-    " ORDER BY position) FROM order_items WHERE order_id = orders.id) AS items_json"
-)
-_PAYMENTS_JSON = (
-    f"(SELECT json_agg(json_build_array({PAYMENT_COLUMNS}) ORDER BY created_at, id)"
-    " FROM payments WHERE order_id = orders.id) AS payments_json"
-)
+# An order is read with its items and payments in one statement (one round trip, and on SQLite one
+# statement needs no read transaction around it). Rows are sorted here: SQLite's json_group_array
+# keeps no order it promises.
+_AGGREGATE = {
+    "postgres": ("json_agg", "json_build_array", "metadata::text"),
+    "sqlite": ("json_group_array", "json_array", "metadata"),
+}
 _ITEM_FIELDS = ("id", "sku", "description", "quantity", "unit_price", "total", "metadata")
+
+
+def _get_order_sql(dialect: str, lock: str) -> str:
+    agg, array, metadata = _AGGREGATE[dialect]
+    items = f"(SELECT {agg}({array}(position, id, sku, description, quantity, unit_price, total, {metadata}))"
+    payments = f"(SELECT {agg}({array}({PAYMENT_COLUMNS}))"
+    return (
+        f"SELECT {ORDER_COLUMNS}, document,"
+        f" {items} FROM order_items WHERE order_id = orders.id) AS items_json,"
+        f" {payments} FROM payments WHERE order_id = orders.id) AS payments_json"
+        f" FROM orders WHERE id = $1 AND (workspace_id, mode) IS NOT DISTINCT FROM ($2, $3){lock}"
+    )
+
+
+_GET_ORDER = {(dialect, lock): _get_order_sql(dialect, lock) for dialect in _AGGREGATE for lock in ("", " FOR UPDATE")}
 
 
 async def get_order(tx: Tx, workspace_id: str, mode: str, order_id: str, *, for_update: bool = False) -> Order | None:
     """The order when it exists in this workspace and mode; another tenant's id reads as absent."""
-    lock = " FOR UPDATE" if for_update else ""
-    if tx.dialect == "postgres":
-        row = await tx.fetchrow(
-            f"SELECT {ORDER_COLUMNS}, document, {_ITEMS_JSON}, {_PAYMENTS_JSON} FROM orders"
-            f" WHERE id = $1 AND (workspace_id, mode) IS NOT DISTINCT FROM ($2, $3){lock}",
-            order_id,
-            workspace_id,
-            mode,
-        )
-        if row is None:
-            return None
-        items = [dict(zip(_ITEM_FIELDS, item, strict=True)) for item in _loads_list(row["items_json"])]
-        payments = [Payment(*payment) for payment in _loads_list(row["payments_json"])]
-        return _order(row, items, payments, row["document"])  # type: ignore[arg-type]
-    row = await tx.fetchrow(
-        f"SELECT {ORDER_COLUMNS}, document FROM orders WHERE id = $1"
-        f" AND (workspace_id, mode) IS NOT DISTINCT FROM ($2, $3){lock}",
-        order_id,
-        workspace_id,
-        mode,
-    )
+    row = await tx.fetchrow(_GET_ORDER[tx.dialect, " FOR UPDATE" if for_update else ""], order_id, workspace_id, mode)
     if row is None:
         return None
-    items = await tx.fetch(f"SELECT {_ITEM_COLUMNS} FROM order_items WHERE order_id = $1 ORDER BY position", order_id)
-    return _order(row, items, await order_payments(tx, order_id), row["document"])
+    items = [dict(zip(_ITEM_FIELDS, item[1:], strict=True)) for item in sorted(_loads_list(row["items_json"]))]
+    payments = sorted(
+        (Payment(*payment) for payment in _loads_list(row["payments_json"])), key=lambda p: (p.created_at, p.id)
+    )
+    return _order(row, items, payments, row["document"])  # type: ignore[arg-type]
 
 
 def _loads_list(text: str | None) -> list[list[Any]]:
