@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import uvloop
 
 from stateset_server.storage.migrate import MigrationError, _check, load_migrations, migrate
 from stateset_server.storage.sqlite import SQLiteDatabase, run_sync
@@ -163,7 +164,8 @@ def test_checkpoints_after_commit_keep_the_wal_bounded_under_two_writers(tmp_pat
     assert max(frames_seen) < 2 * pages, frames_seen
 
 
-def test_a_wakeup_reaches_a_waiter_in_another_process(tmp_path: Path) -> None:
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])  # the server runs on uvloop
+def test_a_wakeup_reaches_a_waiter_in_another_process(tmp_path: Path, loop: str) -> None:
     """The pipe beside the database wakes a waiting writer at once, not after its fallback."""
     path = str(tmp_path / "s.db")
     waiter = WriteWakeups.beside(path, fallback=30.0)
@@ -177,7 +179,7 @@ def test_a_wakeup_reaches_a_waiter_in_another_process(tmp_path: Path) -> None:
 
     try:
         child.start()
-        waited = asyncio.run(wait())
+        waited = (uvloop.run if loop == "uvloop" else asyncio.run)(wait())
     finally:
         child.join(10)
         waiter.close()
