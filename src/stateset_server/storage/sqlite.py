@@ -205,17 +205,16 @@ class _GroupCommitWriter:
     async def _drain(self) -> None:
         try:
             while self._pending:
-                try:
-                    await self._begin()  # units submitted while it waits join this group
-                except _Settled:
-                    continue
+                if not await self._begin():  # units submitted while it waits join this group
+                    continue  # they were all answered with the error
                 group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
                 self._commit_group(group)
         finally:
             self._draining = None
 
-    async def _begin(self) -> None:
-        """BEGIN IMMEDIATE; while another connection writes, wait for a wake-up and try again."""
+    async def _begin(self) -> bool:
+        """BEGIN IMMEDIATE; while another connection writes, wait for a wake-up and try again. False
+        when it failed for good: the pending units have then been answered with the error."""
         deadline = time.monotonic() + BUSY_TIMEOUT
         restarted = False
         while True:
@@ -226,11 +225,11 @@ class _GroupCommitWriter:
                 if not busy or time.monotonic() > deadline:
                     _settle_all(self._pending, StorageUnavailable(f"write transaction failed: {exc}"))
                     self._pending = []
-                    raise _Settled from exc
+                    return False
                 await self._wakeups.wait()
                 continue
             if restarted or self._wal_pages < self._checkpoint_locked_pages:
-                return
+                return True
             await self._restart_wal()  # once: if readers kept it from copying all, a later group tries again
             restarted = True
 
@@ -336,10 +335,6 @@ class _GroupCommitWriter:
         self._conn.close()
         self._checkpointer.close()
         self._wakeups.close()
-
-
-class _Settled(Exception):
-    """BEGIN failed for good: the waiting units have been answered."""
 
 
 def _settle_all(group: list[_Unit], exc: BaseException) -> None:
