@@ -6,7 +6,7 @@ from __future__ import annotations
 import msgspec
 
 from stateset_server.customers.model import Customer
-from stateset_server.storage import Row, Tx
+from stateset_server.storage import IN_WORKSPACE, Row, Tx
 
 __all__ = [
     "CUSTOMER_COLUMNS",
@@ -58,8 +58,7 @@ async def get_customer(
     """The live customer with this id in this workspace and mode; anything else reads as absent."""
     lock = " FOR UPDATE" if for_update else ""
     row = await tx.fetchrow(
-        f"SELECT {CUSTOMER_COLUMNS} FROM customers"
-        f" WHERE id = $1 AND (workspace_id, mode) IS NOT DISTINCT FROM ($2, $3) AND deleted_at IS NULL{lock}",
+        f"SELECT {CUSTOMER_COLUMNS} FROM customers WHERE id = $1 AND {IN_WORKSPACE} AND deleted_at IS NULL{lock}",
         customer_id,
         workspace_id,
         mode,
@@ -138,7 +137,7 @@ async def update_customer(tx: Tx, before: Customer, after: Customer) -> None:
     assignments = ", ".join(f"{name} = ${n}" for n, name in enumerate(changed, start=5))
     row = await tx.fetchrow(
         f"UPDATE customers SET {assignments}"
-        " WHERE id = $1 AND (workspace_id, mode) IS NOT DISTINCT FROM ($2, $3) AND version = $4"
+        f" WHERE id = $1 AND {IN_WORKSPACE} AND version = $4"
         " AND deleted_at IS NULL RETURNING id",
         before.id,
         before.workspace_id,

@@ -7,7 +7,7 @@ import msgspec
 from stateset_server import API_VERSION
 from stateset_server.core.clock import iso
 from stateset_server.core.ids import new_id
-from stateset_server.storage import Row, Tx
+from stateset_server.storage import IN_WORKSPACE, Row, Tx
 from stateset_server.webhooks import outbox
 from stateset_server.workspaces.keys import Principal
 
@@ -124,7 +124,7 @@ def event_out(row: Row) -> EventOut:
 
 async def get_event(tx: Tx, principal: Principal, event_id: str) -> Row | None:
     return await tx.fetchrow(
-        f"SELECT {COLUMNS} FROM events WHERE id = $1 AND (workspace_id, mode) IS NOT DISTINCT FROM ($2, $3)",
+        f"SELECT {COLUMNS} FROM events WHERE id = $1 AND {IN_WORKSPACE}",
         event_id,
         principal.workspace_id,
         principal.mode,
@@ -134,8 +134,7 @@ async def get_event(tx: Tx, principal: Principal, event_id: str) -> Row | None:
 async def object_events(tx: Tx, principal: Principal, object_id: str) -> list[Row]:
     """One object's events in commit order (its timeline)."""
     return await tx.fetch(
-        "SELECT id, type, created_at, object_status FROM events"
-        " WHERE object_id = $1 AND (workspace_id, mode) IS NOT DISTINCT FROM ($2, $3) ORDER BY seq",
+        f"SELECT id, type, created_at, object_status FROM events WHERE object_id = $1 AND {IN_WORKSPACE} ORDER BY seq",
         object_id,
         principal.workspace_id,
         principal.mode,

@@ -17,7 +17,7 @@ import msgspec
 from stateset_server.core.errors import ApiError
 from stateset_server.core.ids import new_id
 from stateset_server.events import log
-from stateset_server.storage import Row, Tx
+from stateset_server.storage import IN_WORKSPACE, Row, Tx
 from stateset_server.workspaces.keys import Principal
 
 __all__ = [
@@ -329,7 +329,7 @@ async def _finish(
         args.append(only_expired_before)
     reservations = await tx.fetch(
         "SELECT id, sku, location, quantity FROM reservations"
-        f" WHERE order_id = $1 AND (workspace_id, mode) IS NOT DISTINCT FROM ($2, $3)"
+        f" WHERE order_id = $1 AND {IN_WORKSPACE}"
         f" AND status = 'active'{clause} ORDER BY id",
         *args,
     )
@@ -378,7 +378,7 @@ async def keep_for_payment(tx: Tx, principal: Principal, order_id: str, wanted: 
     again (INSUFFICIENT_INVENTORY if gone). One statement when nothing is missing."""
     rows = await tx.fetch(
         "UPDATE reservations SET expires_at = NULL, updated_at = $4"
-        " WHERE order_id = $1 AND (workspace_id, mode) IS NOT DISTINCT FROM ($2, $3)"
+        f" WHERE order_id = $1 AND {IN_WORKSPACE}"
         " AND status = 'active' RETURNING sku, quantity",
         order_id,
         principal.workspace_id,

@@ -23,7 +23,7 @@ from stateset_server.payments import ledger
 from stateset_server.payments.fees import FeeSchedule
 from stateset_server.payments.service import SANDBOX_WALLET
 from stateset_server.products.catalog import known_products
-from stateset_server.storage import Database, Tx
+from stateset_server.storage import IN_WORKSPACE, Database, Tx
 from stateset_server.workspaces.keys import Principal
 
 __all__ = ["MAX_BATCH", "create_bulk", "pay_bulk", "split_batch"]
@@ -180,7 +180,7 @@ async def _pay_one(
     try:
         async with tx.savepoint():
             currency = await tx.fetchval(
-                "SELECT currency FROM orders WHERE id = $1 AND (workspace_id, mode) IS NOT DISTINCT FROM ($2, $3)",
+                f"SELECT currency FROM orders WHERE id = $1 AND {IN_WORKSPACE}",
                 item.order_id,
                 principal.workspace_id,
                 principal.mode,

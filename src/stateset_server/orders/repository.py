@@ -11,7 +11,7 @@ from stateset_server.orders.model import LineItem, Order
 from stateset_server.orders.status import OrderStatus
 from stateset_server.payments.model import Payment
 from stateset_server.payments.repository import PAYMENT_COLUMNS
-from stateset_server.storage import Row, Tx
+from stateset_server.storage import IN_WORKSPACE, Row, Tx
 
 __all__ = [
     "ORDER_COLUMNS",
@@ -168,7 +168,7 @@ def _order(row: Row, items: list[Row], payments: list[Payment], document: str | 
 async def get_document(tx: Tx, workspace_id: str, mode: str, order_id: str) -> tuple[str | None] | None:
     """The order's stored document (None inside when the order predates documents); None: no order."""
     row = await tx.fetchrow(
-        "SELECT document FROM orders WHERE id = $1 AND (workspace_id, mode) IS NOT DISTINCT FROM ($2, $3)",
+        f"SELECT document FROM orders WHERE id = $1 AND {IN_WORKSPACE}",
         order_id,
         workspace_id,
         mode,
@@ -194,7 +194,7 @@ def _get_order_sql(dialect: str, lock: str) -> str:
         f"SELECT {ORDER_COLUMNS}, document,"
         f" {items} FROM order_items WHERE order_id = orders.id) AS items_json,"
         f" {payments} FROM payments WHERE order_id = orders.id) AS payments_json"
-        f" FROM orders WHERE id = $1 AND (workspace_id, mode) IS NOT DISTINCT FROM ($2, $3){lock}"
+        f" FROM orders WHERE id = $1 AND {IN_WORKSPACE}{lock}"
     )
 
 
@@ -243,7 +243,7 @@ async def try_update_order(tx: Tx, before: Order, after: Order, document: str) -
     assignments = ", ".join(f"{name} = ${n}" for n, name in enumerate(changed, start=5))
     row = await tx.fetchrow(
         f"UPDATE orders SET document = $4, {assignments}"
-        " WHERE id = $1 AND workspace_id IS NOT DISTINCT FROM $2 AND version = $3 RETURNING id",
+        " WHERE id = $1 AND workspace_id IS NOT DISTINCT FROM $2 AND version = $3 RETURNING id",  # as IN_WORKSPACE
         before.id,
         before.workspace_id,
         before.version,

@@ -20,7 +20,7 @@ from stateset_server.orders.pricing import Pricing
 from stateset_server.orders.schemas import CreateOrderIn, OrderOut, TimelineEntry
 from stateset_server.payments.fees import FeeSchedule
 from stateset_server.products.catalog import CatalogEntry, known_products
-from stateset_server.storage import Database, Tx
+from stateset_server.storage import IN_WORKSPACE, Database, Tx
 from stateset_server.workspaces.keys import Principal
 
 __all__ = ["PlannedOrder", "create_order", "get_order", "insert_planned", "order_currency", "plan_order"]
@@ -172,7 +172,7 @@ async def order_currency(db: Database, principal: Principal, order_id: str) -> s
 
     async def read(tx: Tx) -> str | None:
         value = await tx.fetchval(
-            "SELECT currency FROM orders WHERE id = $1 AND (workspace_id, mode) IS NOT DISTINCT FROM ($2, $3)",
+            f"SELECT currency FROM orders WHERE id = $1 AND {IN_WORKSPACE}",
             order_id,
             principal.workspace_id,
             principal.mode,

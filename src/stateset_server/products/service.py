@@ -17,7 +17,7 @@ from stateset_server.core.metadata import check_metadata, merge_metadata
 from stateset_server.core.money import format_amount, normalize_currency, parse_amount
 from stateset_server.events import log
 from stateset_server.products.schemas import CreateProductIn, ProductOut, UpdateProductIn
-from stateset_server.storage import Row, Tx
+from stateset_server.storage import IN_WORKSPACE, Row, Tx
 from stateset_server.workspaces.keys import Principal
 
 __all__ = ["COLUMNS", "create", "delete", "get", "product_out", "update"]
@@ -135,7 +135,7 @@ async def update(tx: Tx, principal: Principal, sku: str, body: UpdateProductIn, 
         assignments = ", ".join(f"{name} = ${n}" for n, name in enumerate(changes, start=4))
         await tx.execute(
             f"UPDATE products SET {assignments}, version = version + 1, updated_at = ${len(changes) + 4}"
-            " WHERE id = $1 AND (workspace_id, mode) IS NOT DISTINCT FROM ($2, $3)",
+            f" WHERE id = $1 AND {IN_WORKSPACE}",
             row["id"],
             principal.workspace_id,
             principal.mode,

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import msgspec
 
 from stateset_server.returns.model import UNCOUNTED, Return, ReturnItem, ReturnStatus
-from stateset_server.storage import Row, Tx
+from stateset_server.storage import IN_WORKSPACE, Row, Tx
 from stateset_server.workspaces.keys import Principal
 
 __all__ = [
@@ -122,8 +122,7 @@ async def returns_from_rows(tx: Tx, rows: Sequence[Row]) -> list[Return]:
 async def get_return(tx: Tx, principal: Principal, return_id: str, *, for_update: bool = False) -> Return | None:
     lock = " FOR UPDATE" if for_update else ""
     row = await tx.fetchrow(
-        f"SELECT {RETURN_COLUMNS} FROM returns WHERE id = $1"
-        f" AND (workspace_id, mode) IS NOT DISTINCT FROM ($2, $3){lock}",
+        f"SELECT {RETURN_COLUMNS} FROM returns WHERE id = $1 AND {IN_WORKSPACE}{lock}",
         return_id,
         principal.workspace_id,
         principal.mode,
@@ -142,7 +141,7 @@ async def update_return(tx: Tx, before: Return, after: Return) -> None:
     assignments = ", ".join(f"{name} = ${n}" for n, name in enumerate(changed, start=4))
     row = await tx.fetchrow(
         f"UPDATE returns SET {assignments}"
-        " WHERE id = $1 AND workspace_id IS NOT DISTINCT FROM $2 AND version = $3 RETURNING id",
+        " WHERE id = $1 AND workspace_id IS NOT DISTINCT FROM $2 AND version = $3 RETURNING id",  # as IN_WORKSPACE
         before.id,
         before.workspace_id,
         before.version,

@@ -7,6 +7,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol, TypeVar
 
 __all__ = [
+    "IN_WORKSPACE",
     "NEXT_NUMBER",
     "Database",
     "Row",
@@ -22,6 +23,13 @@ T = TypeVar("T")
 # Both sqlite3.Row and asyncpg.Record index by column name and by position.
 Row = Any
 
+
+# A lookup by id (`$1`) stays in the caller's workspace (`$2`) and mode (`$3`) with this clause, not
+# `workspace_id = $2 AND mode = $3`: no index can use IS NOT DISTINCT FROM, so the primary key finds
+# the row. With `=`, a PostgreSQL table without statistics yet (a new database under load) was planned
+# as a walk of an index that leads with workspace and mode and ends with `id`: every row of the
+# workspace per lookup (tests/unit/test_query_plans.py). The columns are NOT NULL, so it means `=`.
+IN_WORKSPACE = "(workspace_id, mode) IS NOT DISTINCT FROM ($2, $3)"
 
 # Take `$5` numbers from a counter at once; the last one taken is returned.
 NEXT_NUMBER = (

@@ -60,7 +60,7 @@ from starlette.websockets import WebSocket
 from stateset_server.core.errors import ApiError
 from stateset_server.core.ids import new_id
 from stateset_server.events.log import COLUMNS, event_out
-from stateset_server.storage import Database, Row, Tx
+from stateset_server.storage import IN_WORKSPACE, Database, Row, Tx
 from stateset_server.storage.database import StorageUnavailable
 from stateset_server.workspaces.keys import Principal
 
@@ -659,7 +659,7 @@ class _Connection:
 
         async def lookup(tx: Tx) -> int | None:
             return await tx.fetchval(
-                "SELECT seq FROM events WHERE id = $1 AND (workspace_id, mode) IS NOT DISTINCT FROM ($2, $3)",
+                f"SELECT seq FROM events WHERE id = $1 AND {IN_WORKSPACE}",
                 since,
                 principal.workspace_id,
                 principal.mode,

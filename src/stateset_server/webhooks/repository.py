@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 
 from stateset_server.events import log
-from stateset_server.storage import Row, Tx
+from stateset_server.storage import IN_WORKSPACE, Row, Tx
 from stateset_server.webhooks.model import Endpoint
 from stateset_server.webhooks.schemas import AttemptOut, attempt_out, webhook_out
 from stateset_server.workspaces.keys import Principal
@@ -106,7 +106,7 @@ async def get_endpoint(
     else:
         row = await tx.fetchrow(
             f"SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints"
-            f" WHERE id = $1 AND (workspace_id, mode) IS NOT DISTINCT FROM ($2, $3) AND deleted_at IS NULL{lock}",
+            f" WHERE id = $1 AND {IN_WORKSPACE} AND deleted_at IS NULL{lock}",
             endpoint_id,
             workspace_id,
             mode,
@@ -213,8 +213,7 @@ async def disable_endpoint(tx: Tx, endpoint_id: str, reason: str, now: int) -> E
 
 async def get_delivery(tx: Tx, principal: Principal, endpoint_id: str, delivery_id: str) -> Row | None:
     return await tx.fetchrow(
-        f"SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries"
-        " WHERE id = $1 AND (workspace_id, mode) IS NOT DISTINCT FROM ($2, $3) AND endpoint_id = $4",
+        f"SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE id = $1 AND {IN_WORKSPACE} AND endpoint_id = $4",
         delivery_id,
         principal.workspace_id,
         principal.mode,

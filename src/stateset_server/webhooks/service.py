@@ -21,7 +21,7 @@ from stateset_server.core.ids import new_id
 from stateset_server.core.listing import Field, ListQuery, ListSpec, fetch_page, read_page
 from stateset_server.core.metadata import check_metadata, merge_metadata
 from stateset_server.events import log
-from stateset_server.storage import Database, Row, Tx
+from stateset_server.storage import IN_WORKSPACE, Database, Row, Tx
 from stateset_server.webhooks import dispatcher, outbox, repository, samples, ssrf
 from stateset_server.webhooks.model import (
     EVENT_TYPES,
@@ -376,7 +376,7 @@ async def replay(db: Database, principal: Principal, endpoint_id: str, body: Rep
         scope = (principal.workspace_id, principal.mode)
         if body.since_event_id is not None:
             seq = await tx.fetchval(
-                "SELECT seq FROM events WHERE id = $1 AND (workspace_id, mode) IS NOT DISTINCT FROM ($2, $3)",
+                f"SELECT seq FROM events WHERE id = $1 AND {IN_WORKSPACE}",
                 body.since_event_id,
                 *scope,
             )
