@@ -183,8 +183,9 @@ def _one_of(field: str, first: Any, second: Any) -> Any:
     return first if first is not None else second
 
 
-def payment_request(body: PayIn, currency: str, *, livemode: bool, prefix: str = "") -> PaymentRequest:
-    """A pay request from either spec shape; amounts in the order's currency, addresses checked."""
+def payment_request(body: PayIn, currency: str | None, *, livemode: bool, prefix: str = "") -> PaymentRequest:
+    """A pay request from either spec shape; amounts in the order's currency, addresses checked.
+    `currency` may be None only when the body has neither an amount nor a currency."""
     method_in = body.payment_method or PaymentMethodIn(type=body.method or "usdc")
     method = _one_of(f"{prefix}method", (body.method or "").lower() or None, method_in.type.lower())
     raw_amount = _one_of(f"{prefix}amount", body.amount, method_in.amount)

@@ -111,9 +111,11 @@ async def pay_order(request: Request, principal: Principal | None) -> Response:
     body = await read_json(request, PayIn, optional=True)
     order_id = request.path_params["order_id"]
     db = request.app.state.db
-    currency = await service.order_currency(db, principal, order_id)
-    pay_request = payment_request(body, currency, livemode=principal.livemode)
     raw = body.amount if body.amount is not None else (body.payment_method.amount if body.payment_method else None)
+    # Amounts and a currency are read in the order's currency: only then is it looked up ahead (the
+    # usual pay, for the amount due, reads the order once, in the command).
+    currency = await service.order_currency(db, principal, order_id) if raw is not None or body.currency else None
+    pay_request = payment_request(body, currency, livemode=principal.livemode)
     accounts = None
     if pay_request.method == "usdc" and pay_request.wallet_address is not None:
         accounts = await ledger.committed_account_ids(db, principal, charge_accounts(pay_request))
@@ -124,14 +126,14 @@ async def pay_order(request: Request, principal: Principal | None) -> Response:
     def render(result: tuple[OrderOut, Outcome]) -> tuple[int, dict[str, Any]]:
         order, outcome = result
         payment = payment_out(outcome.payment) if outcome.payment else None
-        zero = format_amount(0, currency)
+        zero = format_amount(0, order.currency)
         return 200, {
             "object": "payment",
             "payment_id": payment.id if payment else None,
             "order_id": order.id,
             "status": order.status,
             "amount": payment.amount if payment else zero,
-            "currency": currency,
+            "currency": order.currency,
             "method": payment.method if payment else None,
             "transaction_hash": payment.transaction_hash if payment else None,
             "paid_at": payment.paid_at if payment else order.updated_at,
