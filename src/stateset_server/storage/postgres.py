@@ -11,11 +11,12 @@ import collections
 import os
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import asyncpg
 
+from stateset_server.storage.batching import MAX_ARGS, PendingWrites, rows_statement, target_table
 from stateset_server.storage.database import NEXT_NUMBER, Row, StorageUnavailable
 from stateset_server.storage.epoch import NotifyEpochs, TxCacheHooks, channel
 
@@ -43,42 +44,101 @@ _SESSION = {"statement_timeout": "60000"}
 
 
 class PostgresTx(TxCacheHooks):
+    """`buffered` (write transactions): INSERTs and UPDATEs that return nothing are held back and
+    sent with the next statement that must run (`batching.py`); `flush` sends them before COMMIT."""
+
     dialect = "postgres"
 
     def __init__(
-        self, conn: asyncpg.Connection, counters: _Counters | None = None, epochs: NotifyEpochs | None = None
+        self,
+        conn: asyncpg.Connection,
+        counters: _Counters | None = None,
+        epochs: NotifyEpochs | None = None,
+        *,
+        buffered: bool = False,
     ) -> None:
         super().__init__(epochs)
         self._conn = conn
         self._counters = counters
+        self._pending = PendingWrites() if buffered else None
+
+    async def flush(self) -> None:
+        if self._pending:
+            sql, args = self._pending.combined()
+            await self._conn.execute(sql, *args)
+
+    async def _ready(self, sql: str, args: tuple[Any, ...]) -> tuple[str, tuple[Any, ...] | list[Any]]:
+        """The statement to run for `sql`: with what is held back in front of it when it can be,
+        else after sending that on its own."""
+        pending = self._pending
+        if not pending:
+            return sql, args
+        table = target_table(sql)
+        if table is not None and pending.fits(table, len(args)):
+            return pending.combined(sql, args)
+        await self.flush()
+        return sql, args
 
     async def invalidate(self, name: str) -> None:
         # Delivered to every listening process if, and when, this transaction commits.
-        await self._conn.execute("SELECT pg_notify($1, '')", channel(name))
+        await self.execute("SELECT pg_notify($1, '')", channel(name))
         self._mark_invalidated(name)
 
     async def fetchrow(self, sql: str, *args: Any) -> Row | None:
-        return await self._conn.fetchrow(sql, *args)
+        sql, params = await self._ready(sql, args)
+        return await self._conn.fetchrow(sql, *params)
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        return list(await self._conn.fetch(sql, *args))
+        sql, params = await self._ready(sql, args)
+        return list(await self._conn.fetch(sql, *params))
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
-        return await self._conn.fetchval(sql, *args)
+        sql, params = await self._ready(sql, args)
+        return await self._conn.fetchval(sql, *params)
 
     async def execute(self, sql: str, *args: Any) -> None:
-        await self._conn.execute(sql, *args)
+        pending = self._pending
+        if pending is not None:
+            table = target_table(sql)
+            if table is not None and len(args) <= MAX_ARGS:
+                if not pending.fits(table, len(args)):
+                    await self.flush()
+                pending.add(table, sql, args)
+                return
+        sql, params = await self._ready(sql, args)
+        await self._conn.execute(sql, *params)
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        await self._conn.executemany(sql, list(rows))
+        rows = list(rows)
+        if not rows:
+            return
+        width = len(rows[0])
+        if self._pending is not None and width * len(rows) <= MAX_ARGS and all(len(row) == width for row in rows):
+            many = rows_statement(sql, width, len(rows))
+            if many is not None:  # one multi-row INSERT, held back like any other
+                await self.execute(many, *(value for row in rows for value in row))
+                return
+        await self.flush()
+        await self._conn.executemany(sql, rows)
 
     async def next_number(self, workspace_id: str, mode: str, name: str, first: int) -> int:
         if self._counters is None:
             raise RuntimeError("counters are taken in write transactions")
         return await self._counters.take((workspace_id, mode, name, first))
 
-    def savepoint(self) -> AbstractAsyncContextManager[None]:
-        return self._conn.transaction()  # nested inside a transaction, asyncpg makes it a SAVEPOINT
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        """A SAVEPOINT (asyncpg nests a transaction as one). What is held back goes out before it
+        starts, and before it ends, so that its statements' errors are raised inside it."""
+        await self.flush()
+        try:
+            async with self._conn.transaction():
+                yield
+                await self.flush()
+        except BaseException:
+            if self._pending is not None:
+                self._pending.clear()  # rolled back with the savepoint; never sent
+            raise
 
 
 _CounterKey = tuple[str, str, str, int]  # workspace, mode, counter name, first value
@@ -255,8 +315,10 @@ class PostgresDatabase:
         tx = None
         try:
             async with self._pool.acquire() as conn, conn.transaction():
-                tx = PostgresTx(conn, self._counters, self.epochs)
-                return await fn(tx)
+                tx = PostgresTx(conn, self._counters, self.epochs, buffered=True)
+                result = await fn(tx)
+                await tx.flush()  # what was held back, before COMMIT
+                return result
         except _UNAVAILABLE as exc:
             raise StorageUnavailable(str(exc)) from exc
         finally:
