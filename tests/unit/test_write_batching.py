@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from stateset_server.storage.batching import PendingWrites, rows_statement, target_table
+from stateset_server.storage.batching import PendingWrites, rows_statement, tables_read, target_table
 from stateset_server.storage.postgres import PostgresDatabase, PostgresTx
 from tests.conftest import dispose_database_url, make_database_url
 
@@ -38,6 +38,15 @@ def test_only_plain_inserts_and_updates_are_held_back() -> None:
     # Not writes it may hold back at all:
     assert target_table("DELETE FROM parent WHERE id = $1") is None
     assert target_table("SELECT pg_notify($1, '')") is None
+
+
+def test_the_tables_a_select_reads_are_plain_or_unknown() -> None:
+    sql = "SELECT p.id FROM parent p JOIN child c ON c.parent_id = p.id WHERE (p.id, p.n) IS NOT DISTINCT FROM ($1, $2)"
+    assert tables_read(sql) == {"parent", "child"}
+    assert tables_read("SELECT pg_notify($1, '')") == frozenset()
+    assert tables_read("SELECT n FROM (SELECT n FROM parent) AS x") is None  # a subquery in FROM
+    assert tables_read("WITH x AS (SELECT 1) SELECT * FROM x") is None
+    assert tables_read("UPDATE parent SET n = 1 RETURNING n") is None
 
 
 def test_a_many_rows_insert_becomes_one_statement_only_in_its_plain_shape() -> None:
@@ -161,6 +170,18 @@ def test_a_table_written_twice_or_read_gets_what_was_held_back_first(pg_url: str
     seen, sent = _in_transaction(pg_url, body)
     assert seen == 2 and sent == 4
     assert _rows(pg_url, "SELECT id, n FROM parent") == [("p1", 2)]
+
+
+def test_a_select_of_other_tables_does_not_send_what_is_held_back(pg_url: str) -> None:
+    async def body(tx: PostgresTx, counting: _Counting) -> Any:
+        await tx.execute("INSERT INTO parent (id) VALUES ($1)", "p1")
+        await tx.execute("INSERT INTO tally (name, hits) VALUES ($1, 1)", "t")
+        children = await tx.fetch("SELECT id FROM child")  # runs ahead: nothing held back writes child
+        ahead = len(counting.sent)
+        parents = await tx.fetchval("SELECT count(*) FROM parent")  # must see p1: sent first
+        return children, ahead, parents, len(counting.sent)
+
+    assert _in_transaction(pg_url, body) == ([], 1, 1, 3)
 
 
 def test_an_error_in_a_held_back_statement_fails_the_write_and_nothing_commits(pg_url: str) -> None:

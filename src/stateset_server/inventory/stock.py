@@ -375,16 +375,14 @@ async def restock(
 
 async def keep_for_payment(tx: Tx, principal: Principal, order_id: str, wanted: dict[str, int], now: int) -> None:
     """A paid order's reservations no longer expire, and what expired before it was paid is reserved
-    again (INSUFFICIENT_INVENTORY if gone). One statement when nothing is missing."""
-    rows = await tx.fetch(
-        "UPDATE reservations SET expires_at = NULL, updated_at = $4"
-        f" WHERE order_id = $1 AND {IN_WORKSPACE}"
-        " AND status = 'active' RETURNING sku, quantity",
-        order_id,
-        principal.workspace_id,
-        principal.mode,
-        now,
-    )
+    again (INSUFFICIENT_INVENTORY if gone). One statement when nothing is missing; one that needs
+    no answer when the order wants none (PostgreSQL sends it with the next: storage/batching.py)."""
+    sql = f"UPDATE reservations SET expires_at = NULL, updated_at = $4 WHERE order_id = $1 AND {IN_WORKSPACE}"
+    sql += " AND status = 'active'"
+    if not wanted:
+        await tx.execute(sql, order_id, principal.workspace_id, principal.mode, now)
+        return
+    rows = await tx.fetch(sql + " RETURNING sku, quantity", order_id, principal.workspace_id, principal.mode, now)
     held: dict[str, int] = {}
     for row in rows:
         held[row["sku"]] = held.get(row["sku"], 0) + int(row["quantity"])

@@ -6,7 +6,6 @@ from typing import Any
 
 import msgspec
 
-from stateset_server.core.errors import ApiError
 from stateset_server.orders.model import LineItem, Order
 from stateset_server.orders.status import OrderStatus
 from stateset_server.payments.model import Payment
@@ -230,39 +229,32 @@ async def update_order(tx: Tx, before: Order, after: Order, document: str) -> No
     """Write the changed columns of `after`, which must be `before` plus one change (version + 1),
     and its new document.
 
-    The version check makes a lost update impossible even without a row lock.
+    The caller read `before` in this transaction, holding the row (`FOR UPDATE` on PostgreSQL, the
+    one writer on SQLite): nothing else can change it before the commit. So the statement needs no
+    answer, and PostgreSQL can send it with the transaction's next one (storage/batching.py).
     """
-    if not await try_update_order(tx, before, after, document):
-        raise ConcurrentUpdate(before.id)
+    await tx.execute(*_update(before, after, document, returning=""))
 
 
 async def try_update_order(tx: Tx, before: Order, after: Order, document: str) -> bool:
-    """`update_order`, answering False (nothing written) when the order is no longer at `before`'s version."""
+    """`update_order` for a `before` read outside the transaction: False (nothing written) when the
+    order is no longer at `before`'s version."""
+    return await tx.fetchrow(*_update(before, after, document, returning=" RETURNING id")) is not None
+
+
+def _update(before: Order, after: Order, document: str, *, returning: str) -> tuple[Any, ...]:
     assert after.version == before.version + 1
     changed = [name for name in _MUTABLE if getattr(before, name) != getattr(after, name)]
     assignments = ", ".join(f"{name} = ${n}" for n, name in enumerate(changed, start=5))
-    row = await tx.fetchrow(
+    return (
         f"UPDATE orders SET document = $4, {assignments}"
-        " WHERE id = $1 AND workspace_id IS NOT DISTINCT FROM $2 AND version = $3 RETURNING id",  # as IN_WORKSPACE
+        " WHERE id = $1 AND workspace_id IS NOT DISTINCT FROM $2 AND version = $3" + returning,  # as IN_WORKSPACE
         before.id,
         before.workspace_id,
         before.version,
         document,
         *(_column_value(after, name) for name in changed),
     )
-    return row is not None
-
-
-class ConcurrentUpdate(ApiError):
-    """Another transaction changed the order first: the caller's transaction rolls back and the
-    client gets a 409 to retry (row locks make this rare; the version check makes it safe)."""
-
-    def __init__(self, order_id: str) -> None:
-        super().__init__(
-            "RESOURCE_CONFLICT",
-            f"Order {order_id} was changed by a concurrent request; retry.",
-            {"id": order_id},
-        )
 
 
 def _in(tx: Tx, values: list[str]) -> tuple[str, list[object]]:

@@ -13,8 +13,9 @@ seen by, or depend on, the others sent with it:
   statement undefined, and an UPDATE would not see a row INSERTed beside it);
 - foreign keys are checked at the end of the combined statement, after all its parts ran.
 
-Everything else first sends what is held back, then runs as before; so does a savepoint's start and
-end, so an error inside a savepoint is raised inside it. A statement that fails fails the combined
+A plain SELECT of tables that nothing held back writes runs at once, ahead of them: it could not see
+their rows anyway. Everything else first sends what is held back, then runs as before; so does a
+savepoint's start and end, so an error inside a savepoint is raised inside it. A statement that fails fails the combined
 one with the same error, and the transaction rolls back as it would have.
 """
 
@@ -24,7 +25,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["MAX_ARGS", "PendingWrites", "target_table"]
+__all__ = ["MAX_ARGS", "PendingWrites", "rows_statement", "tables_read", "target_table"]
 
 MAX_ARGS = 30_000  # PostgreSQL takes at most 32,767 parameters in one statement
 _TARGET = re.compile(r"^\s*(?:INSERT\s+INTO|UPDATE)\s+([A-Za-z_][A-Za-z_0-9]*)\b", re.IGNORECASE)
@@ -32,7 +33,10 @@ _READS = re.compile(r"\b(?:SELECT|FROM|USING|WITH|JOIN)\b", re.IGNORECASE)
 _DISTINCT = re.compile(r"\bIS\s+(?:NOT\s+)?DISTINCT\s+FROM\b", re.IGNORECASE)  # a comparison, not a read
 _VALUES = re.compile(r"^(\s*INSERT\s+INTO\s+[A-Za-z_][A-Za-z_0-9]*\s*\([^()]*\)\s*VALUES\s*)\((.*)\)\s*$", re.I | re.S)
 _PLACEHOLDER = re.compile(r"\$(\d+)")
+_SOURCES = re.compile(r"\b(?:FROM|JOIN)\s+(\S+)", re.IGNORECASE)
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z_0-9]*$")
 _targets: dict[str, str | None] = {}
+_sources: dict[str, frozenset[str] | None] = {}
 _rows_sql: dict[tuple[str, int, int], str | None] = {}
 
 
@@ -46,6 +50,22 @@ def target_table(sql: str) -> str | None:
         table = match.group(1).lower() if match and not reads and "$$" not in sql else None
         _targets[sql] = table
         return table
+
+
+def tables_read(sql: str) -> frozenset[str] | None:
+    """The tables a plain SELECT reads, or None when that is not plain to see (a subquery in FROM,
+    a WITH, not a SELECT). Where a word after FROM is not a table (`EXTRACT(… FROM x)`) it is
+    counted as one anyway: a table too many only sends held-back writes sooner."""
+    try:
+        return _sources[sql]
+    except KeyError:
+        names = None
+        if sql.lstrip()[:6].upper() == "SELECT" and "$$" not in sql:
+            found = _SOURCES.findall(_DISTINCT.sub(" ", sql))
+            if all(_NAME.match(name) for name in found):
+                names = frozenset(name.lower() for name in found)
+        _sources[sql] = names
+        return names
 
 
 def _renumber(sql: str, offset: int) -> str:

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from stateset_server.storage.batching import MAX_ARGS, PendingWrites, rows_statement, target_table
+from stateset_server.storage.batching import MAX_ARGS, PendingWrites, rows_statement, tables_read, target_table
 from stateset_server.storage.database import NEXT_NUMBER, Row, StorageUnavailable
 from stateset_server.storage.epoch import NotifyEpochs, TxCacheHooks, channel
 
@@ -76,7 +76,9 @@ class PostgresTx(TxCacheHooks):
         table = target_table(sql)
         if table is not None and pending.fits(table, len(args)):
             return pending.combined(sql, args)
-        await self.flush()
+        reads = tables_read(sql)
+        if reads is None or not reads.isdisjoint(pending.tables):
+            await self.flush()
         return sql, args
 
     async def invalidate(self, name: str) -> None:
