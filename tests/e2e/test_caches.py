@@ -102,3 +102,35 @@ def test_an_endpoint_made_through_one_server_receives_the_next_event_on_another(
                 return event not in deliveries()
 
             assert _eventually(engine, stopped)
+
+
+def test_an_email_whose_customer_changed_through_one_server_links_the_right_customer_on_another(
+    engine: str, tmp_path
+) -> None:
+    with servers_on_new_database(engine, str(tmp_path), PRICING_ENV, count=2) as (one, other):
+        auth = {"Authorization": f"Bearer {_new_key(one.database_url)}"}
+
+        def order(email: str) -> dict:
+            return {"currency": "USD", "customer_email": email, "items": [{"sku": "A", "quantity": 1, "price": "1.00"}]}
+
+        with (
+            httpx.Client(base_url=one.base_url, headers=auth) as a,
+            httpx.Client(base_url=other.base_url, headers=auth) as b,
+        ):
+            first = a.post("/v1/orders", json=order("Ann@Example.com")).json()["customer_id"]
+            for _ in range(5):  # server A now knows which customer the email belongs to
+                assert a.post("/v1/orders", json=order("ann@example.com")).json()["customer_id"] == first
+            moved = b.patch(f"/v1/customers/{first}", json={"email": "ann.new@example.com"})
+            assert moved.status_code == 200, moved.text
+
+            def linked(email: str, expected) -> bool:
+                return expected(a.post("/v1/orders", json=order(email)).json()["customer_id"])
+
+            # The old email is nobody's now: a new customer; the new one is the first customer's.
+            assert _eventually(engine, lambda: linked("ann@example.com", lambda got: got != first))
+            second = a.post("/v1/orders", json=order("ann@example.com")).json()["customer_id"]
+            assert second != first
+            assert linked("ann.new@example.com", lambda got: got == first)
+            deleted = b.delete(f"/v1/customers/{second}")
+            assert deleted.status_code == 200, deleted.text
+            assert _eventually(engine, lambda: linked("ann@example.com", lambda got: got not in (first, second)))

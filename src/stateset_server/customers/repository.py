@@ -147,3 +147,5 @@ async def update_customer(tx: Tx, before: Customer, after: Customer) -> None:
     )
     if row is None:
         raise ConcurrentUpdate(before.id)
+    if "email_key" in changed or "deleted_at" in changed:
+        await tx.invalidate("customers")  # orders remember which customer an email belongs to

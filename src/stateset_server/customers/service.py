@@ -2,7 +2,8 @@
 event together (`customer.created`, `customer.updated` with `previous_attributes`, `customer.deleted`).
 
 `resolve_for_order` is the hook order creation calls inside its own transaction to link an order to a
-customer: by id, or by email (finding or creating the customer).
+customer: by id, or by email (finding or creating the customer). `EmailIds` remembers, per process,
+which live customer an email belongs to, so that a returning customer's order skips that look-up.
 """
 
 from __future__ import annotations
@@ -29,9 +30,11 @@ from stateset_server.events import log
 from stateset_server.orders.intake import _email as valid_email  # one email rule for orders and customers
 from stateset_server.orders.intake import address_dict
 from stateset_server.storage import Database, Tx
+from stateset_server.storage.epoch import MarkedCache
 from stateset_server.workspaces.keys import Principal
 
 __all__ = [
+    "EmailIds",
     "create_customer",
     "delete_customer",
     "draft_customer",
@@ -224,6 +227,7 @@ async def resolve_for_order(
     now: int,
     request_id: str | None,
     field: str = "customer_id",
+    known_id: str | None = None,
 ) -> tuple[str | None, str | None]:
     """The (customer_id, customer_email) an order stores, inside the order's transaction.
 
@@ -234,7 +238,8 @@ async def resolve_for_order(
       look-up, no customer created.
     - Only an email: the customer with that email (ignoring case), created (`customer.created`) when
       there is none. The order keeps the email as the client wrote it.
-    `email` must already be validated (orders' intake does it).
+    `email` must already be validated (orders' intake does it). `known_id`: the customer `EmailIds`
+    remembers for that email, used without looking it up.
     """
     if customer_id is not None:
         if not is_customer_id(customer_id):
@@ -247,6 +252,8 @@ async def resolve_for_order(
         return customer.id, email if email is not None else customer.email
     if email is None:
         return None, None
+    if known_id is not None:
+        return known_id, email
     found = await repository.find_id_by_email(tx, principal.workspace_id, principal.mode, email_key(email))
     if found is not None:
         return found, email
@@ -268,3 +275,29 @@ async def resolve_for_order(
     # Lost a race with a concurrent order for the same new email: use the customer that won.
     existing = await _insert(tx, principal, draft, request_id)
     return (existing or draft).id, email
+
+
+# (workspace, mode, email key) → the id of the live customer with that email. Only ids an order's
+# committed transaction linked are remembered; a change of a customer's email, or its deletion,
+# changes the "customers" marker (repository.update_customer).
+_email_ids: MarkedCache[tuple[str, str, str], str] = MarkedCache("customers", 100_000)
+
+
+class EmailIds:
+    """The customer an order's email belongs to, as remembered from earlier orders: `known` before
+    the order's transaction, `remember` after it committed."""
+
+    __slots__ = ("_db", "_key", "_marker", "known")
+
+    def __init__(self, db: Database, principal: Principal, customer_id: str | None, email: str | None) -> None:
+        self._db = db
+        self._key = None if customer_id is not None or email is None else (
+            principal.workspace_id, principal.mode, email_key(email)
+        )  # fmt: skip
+        self._marker = _email_ids.marker(db.epochs) if self._key is not None else None  # taken before the look-up
+        self.known = _email_ids.get(db.epochs, self._marker, self._key)[1] if self._key is not None else None
+
+    def remember(self, customer_id: str | None) -> None:
+        """After the commit: the customer the order was linked to (found or created by it)."""
+        if self._key is not None and self.known is None and customer_id is not None:
+            _email_ids.put(self._db.epochs, self._marker, self._key, customer_id)

@@ -41,11 +41,16 @@ async def create_order(
     """Create an order; with a `payment` block, pay it in the same transaction (all or nothing)."""
     known = await known_products(db, principal, [item.sku for item in body.items])
     plan = plan_order(body, principal, pricing=pricing, fees=fees, known=known, base_url=base_url)
+    customer = customer_service.EmailIds(db, principal, plan.draft.customer_id, plan.draft.customer_email)
 
     async def write(tx: Tx) -> OrderOut:
-        return await insert_planned(tx, principal, plan, base_url=base_url, request_id=request_id)
+        return await insert_planned(
+            tx, principal, plan, base_url=base_url, request_id=request_id, customer_id=customer.known
+        )
 
-    return await db.write(write)
+    created = await db.write(write)
+    customer.remember(created.customer_id)
+    return created
 
 
 class PlannedOrder(msgspec.Struct, frozen=True):
@@ -84,12 +89,19 @@ def plan_order(
 
 
 async def insert_planned(
-    tx: Tx, principal: Principal, plan: PlannedOrder, *, base_url: str, request_id: str | None
+    tx: Tx,
+    principal: Principal,
+    plan: PlannedOrder,
+    *,
+    base_url: str,
+    request_id: str | None,
+    customer_id: str | None = None,
 ) -> OrderOut:
     """Number, store and announce one order (and pay it) inside the caller's transaction.
 
     Only what needs the transaction happens here (the number, the customer, the rows); the order's
     JSON was built before it (`plan_order`), so the write lock is held for as little Python as possible.
+    `customer_id`: the customer its email is known to belong to (`customers.service.EmailIds`).
     """
     number = await repository.next_order_number(tx, principal.workspace_id, principal.mode)
     customer_id, email = await customer_service.resolve_for_order(
@@ -99,6 +111,7 @@ async def insert_planned(
         email=plan.draft.customer_email,
         now=plan.draft.created_at,
         request_id=request_id,
+        known_id=customer_id,
     )
     order = msgspec.structs.replace(plan.draft, order_number=number, customer_id=customer_id, customer_email=email)
     event_id = plan.event_id

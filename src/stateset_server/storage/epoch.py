@@ -1,6 +1,7 @@
 """Change markers for per-process caches of rarely changing rows, shared by every process.
 
-A cache (API keys and plans: "access"; products: "catalog"; webhook endpoints: "webhooks") tags each
+A cache (API keys and plans: "access"; products: "catalog"; webhook endpoints: "webhooks"; which
+customer an email belongs to: "customers") tags each
 entry with the marker it read before querying the database and serves the entry only while the
 marker is unchanged (`MarkedCache`). A transaction that changes such rows calls `tx.invalidate(name)`,
 which changes the marker for every process once it commits, so the next lookup anywhere misses and
@@ -29,7 +30,7 @@ import asyncpg
 
 __all__ = ["MARKERS", "Epochs", "FileEpochs", "MarkedCache", "NotifyEpochs", "TxCacheHooks", "sidecar_path"]
 
-MARKERS = ("access", "catalog", "webhooks")
+MARKERS = ("access", "catalog", "webhooks", "customers")
 _SIZE = 8
 log = logging.getLogger("stateset_server")
 K = TypeVar("K", bound=Hashable)
