@@ -10,6 +10,7 @@ such as tax. Inputs with more decimals than the currency allows are rejected, ne
 
 from __future__ import annotations
 
+import functools
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 
@@ -117,6 +118,7 @@ def round_half_up(micro: Fraction, currency: str) -> int:
     return rounded * step
 
 
+@functools.lru_cache(maxsize=4096)  # pure, and an order shows a dozen amounts, mostly recurring ones
 def format_amount(micro: int, currency: str) -> str:
     """The wire form: `"1096.47"`; fiat with exactly its decimals, tokens with 2 to 6 decimals."""
     sign = "-" if micro < 0 else ""

@@ -33,7 +33,7 @@ from stateset_server.payments import service as payments
 from stateset_server.payments.fees import FeeSchedule
 from stateset_server.payments.model import Payment, Refund
 from stateset_server.payments.repository import order_payments
-from stateset_server.products.catalog import catalog
+from stateset_server.products.catalog import catalog_in
 from stateset_server.storage import Database, Tx
 from stateset_server.workspaces.keys import Principal
 
@@ -194,7 +194,7 @@ async def _stock_follows_status(tx: Tx, principal: Principal, before: Order, aft
     if after.status == before.status:
         return
     if after.status == S.PAID:
-        tracked = await catalog(tx, principal, [item.sku for item in after.items])
+        tracked = await catalog_in(tx, principal, [item.sku for item in after.items])
         wanted: dict[str, int] = {}
         for item in after.items:
             if item.sku in tracked and tracked[item.sku].track_inventory:

@@ -12,7 +12,7 @@ from stateset_server.storage import Database, Tx
 from stateset_server.storage.epoch import MarkedCache
 from stateset_server.workspaces.keys import Principal
 
-__all__ = ["SCENARIO_PRICE", "CatalogEntry", "catalog", "known_products"]
+__all__ = ["SCENARIO_PRICE", "CatalogEntry", "catalog", "catalog_in", "known_products"]
 
 SCENARIO_PRICE = 10_000_000  # TEST-SUCCESS: 10.00 when the order gives no price
 
@@ -58,20 +58,42 @@ async def catalog(tx: Tx, principal: Principal, skus: list[str]) -> dict[str, Ca
 _known: MarkedCache[tuple[str, str, str], CatalogEntry | None] = MarkedCache("catalog", 50_000)
 
 
+def _cached(epochs: object, marker: object, principal: Principal, skus: list[str]) -> dict[str, CatalogEntry] | None:
+    found: dict[str, CatalogEntry] = {}
+    for sku in skus:
+        hit, entry = _known.get(epochs, marker, (principal.workspace_id, principal.mode, sku))
+        if not hit:
+            return None
+        if entry is not None:
+            found[sku] = entry
+    return found
+
+
+def _remember(epochs: object, marker: object, principal: Principal, skus: list[str], found: dict) -> None:
+    for sku in skus:
+        _known.put(epochs, marker, (principal.workspace_id, principal.mode, sku), found.get(sku))
+
+
 async def known_products(db: Database, principal: Principal, skus: list[str]) -> dict[str, CatalogEntry]:
     """`catalog` before an order's transaction, from this process's cache while no product changed
     anywhere since (storage/epoch.py); unknown SKUs are remembered as unknown too."""
     marker = _known.marker(db.epochs)
-    found: dict[str, CatalogEntry] = {}
-    for sku in skus:
-        hit, entry = _known.get(db.epochs, marker, (principal.workspace_id, principal.mode, sku))
-        if not hit:
-            break
-        if entry is not None:
-            found[sku] = entry
-    else:
-        return found
-    found = await db.read(lambda tx: catalog(tx, principal, skus), snapshot=False)
-    for sku in skus:
-        _known.put(db.epochs, marker, (principal.workspace_id, principal.mode, sku), found.get(sku))
+    found = _cached(db.epochs, marker, principal, skus)
+    if found is None:
+        found = await db.read(lambda tx: catalog(tx, principal, skus), snapshot=False)
+        _remember(db.epochs, marker, principal, skus, found)
+    return found
+
+
+async def catalog_in(tx: Tx, principal: Principal, skus: list[str]) -> dict[str, CatalogEntry]:
+    """`catalog` inside a write transaction, from the same cache, unless the transaction itself
+    changed products (a change committed elsewhere a moment ago may still be unseen, as with
+    `known_products`)."""
+    if "catalog" in tx.invalidated:
+        return await catalog(tx, principal, skus)
+    marker = _known.marker(tx.epochs)
+    found = _cached(tx.epochs, marker, principal, skus)
+    if found is None:
+        found = await catalog(tx, principal, skus)
+        _remember(tx.epochs, marker, principal, skus, found)
     return found
