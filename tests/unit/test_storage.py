@@ -14,7 +14,7 @@ import pytest
 import uvloop
 
 from stateset_server.storage.migrate import MigrationError, _check, load_migrations, migrate
-from stateset_server.storage.sqlite import SQLiteDatabase, run_sync
+from stateset_server.storage.sqlite import MMAP_SIZE, SQLiteDatabase, connect, run_sync
 from stateset_server.storage.wakeup import WriteWakeups
 
 
@@ -63,6 +63,11 @@ def test_sqlite_is_in_wal_mode_with_full_sync(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "s.db")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
+    for readonly in (False, True):  # and the server's connections read the file through a memory map
+        ours = connect(str(tmp_path / "s.db"), readonly=readonly)
+        assert ours.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert ours.execute("PRAGMA mmap_size").fetchone()[0] == MMAP_SIZE > 0
+        ours.close()
 
 
 def test_an_edited_migration_is_refused() -> None:
