@@ -320,39 +320,62 @@ async def reserve(
         raise insufficient(sku, quantity, available)
 
 
+Held = list[tuple[str, str, str, int]]  # an order's active reservations: (id, sku, location, quantity)
+
+
 async def _finish(
-    tx: Tx, principal: Principal, order_id: str, *, kind: str, status: str, only_expired_before: int | None, now: int
+    tx: Tx,
+    principal: Principal,
+    order_id: str,
+    *,
+    kind: str,
+    status: str,
+    only_expired_before: int | None,
+    now: int,
+    held: Held | None = None,
 ) -> int:
-    clause = " AND expires_at IS NOT NULL AND expires_at <= $4" if only_expired_before is not None else ""
-    args: list[object] = [order_id, principal.workspace_id, principal.mode]
-    if only_expired_before is not None:
-        args.append(only_expired_before)
-    reservations = await tx.fetch(
-        "SELECT id, sku, location, quantity FROM reservations"
-        f" WHERE order_id = $1 AND {IN_WORKSPACE}"
-        f" AND status = 'active'{clause} ORDER BY id",
-        *args,
-    )
-    for res in reservations:
-        on_hand = -res["quantity"] if kind == "commit" else 0
+    if held is None:
+        clause = " AND expires_at IS NOT NULL AND expires_at <= $4" if only_expired_before is not None else ""
+        args: list[object] = [order_id, principal.workspace_id, principal.mode]
+        if only_expired_before is not None:
+            args.append(only_expired_before)
+        rows = await tx.fetch(
+            "SELECT id, sku, location, quantity FROM reservations"
+            f" WHERE order_id = $1 AND {IN_WORKSPACE}"
+            f" AND status = 'active'{clause} ORDER BY id",
+            *args,
+        )
+        held = [(row["id"], row["sku"], row["location"], row["quantity"]) for row in rows]
+    for reservation_id, sku, location, quantity in held:
+        on_hand = -quantity if kind == "commit" else 0
         await _move(
-            tx, principal, sku=res["sku"], location=res["location"], kind=kind, on_hand=on_hand,
-            reserved=-res["quantity"], reason=status, reference=order_id, now=now,
+            tx, principal, sku=sku, location=location, kind=kind, on_hand=on_hand,
+            reserved=-quantity, reason=status, reference=order_id, now=now,
         )  # fmt: skip
-        await tx.execute("UPDATE reservations SET status = $2, updated_at = $3 WHERE id = $1", res["id"], status, now)
-    return len(reservations)
+        await tx.execute(
+            "UPDATE reservations SET status = $2, updated_at = $3 WHERE id = $1", reservation_id, status, now
+        )
+    return len(held)
 
 
-async def commit_order(tx: Tx, principal: Principal, order_id: str, now: int) -> int:
-    """Fulfilment: reserved stock leaves the building."""
-    return await _finish(tx, principal, order_id, kind="commit", status="committed", only_expired_before=None, now=now)
+async def commit_order(tx: Tx, principal: Principal, order_id: str, now: int, *, held: Held | None = None) -> int:
+    """Fulfilment: reserved stock leaves the building. `held`: the order's active reservations, when
+    read in this transaction with the order row held (else they are read here)."""
+    return await _finish(
+        tx, principal, order_id, kind="commit", status="committed", only_expired_before=None, now=now, held=held
+    )
 
 
-async def release_order(tx: Tx, principal: Principal, order_id: str, now: int, *, expired_only: bool = False) -> int:
-    """Cancellation (or expiry): reserved stock is available again."""
+async def release_order(
+    tx: Tx, principal: Principal, order_id: str, now: int, *, expired_only: bool = False, held: Held | None = None
+) -> int:
+    """Cancellation (or expiry): reserved stock is available again. `held` as for `commit_order`."""
     status = "expired" if expired_only else "released"
     cutoff = now if expired_only else None
-    return await _finish(tx, principal, order_id, kind="release", status=status, only_expired_before=cutoff, now=now)
+    return await _finish(
+        tx, principal, order_id, kind="release", status=status, only_expired_before=cutoff, now=now,
+        held=None if expired_only else held,
+    )  # fmt: skip
 
 
 async def restock(

@@ -201,9 +201,9 @@ async def _stock_follows_status(tx: Tx, principal: Principal, before: Order, aft
                 wanted[item.sku] = wanted.get(item.sku, 0) + item.quantity
         await stock.keep_for_payment(tx, principal, after.id, wanted, now)
     elif after.status == S.FULFILLED:
-        await stock.commit_order(tx, principal, after.id, now)
+        await stock.commit_order(tx, principal, after.id, now, held=before.held)
     elif after.status in (S.CANCELLED, S.REFUNDED):
-        await stock.release_order(tx, principal, after.id, now)
+        await stock.release_order(tx, principal, after.id, now, held=before.held)
 
 
 async def run(

@@ -58,6 +58,9 @@ class Order(msgspec.Struct, frozen=True):
     cancelled_at: int | None = None
     payments: list[Payment] = msgspec.field(default_factory=list)
     document: str | None = None  # as stored (orders/document.py), when read for a change
+    # Its active stock reservations (id, sku, location, quantity), when read with the row held for a
+    # change (`repository.get_order(for_update=True)`); None: not read.
+    held: list[tuple[str, str, str, int]] | None = None
 
     @property
     def amount_due(self) -> int:

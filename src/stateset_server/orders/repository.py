@@ -186,13 +186,22 @@ _ITEM_FIELDS = ("id", "sku", "description", "quantity", "unit_price", "total", "
 
 
 def _get_order_sql(dialect: str, lock: str) -> str:
+    """With the lock (a read for a change), also the order's active reservations: a status change
+    moves them (lifecycle._stock_follows_status), and they need no statement of their own then."""
     agg, array, metadata = _AGGREGATE[dialect]
     items = f"(SELECT {agg}({array}(position, id, sku, description, quantity, unit_price, total, {metadata}))"
     payments = f"(SELECT {agg}({array}({PAYMENT_COLUMNS}))"
+    held = (
+        f", (SELECT {agg}({array}(id, sku, location, quantity)) FROM reservations WHERE order_id = orders.id"
+        " AND (workspace_id, mode) IS NOT DISTINCT FROM (orders.workspace_id, orders.mode)"
+        " AND status = 'active') AS held_json"
+        if lock
+        else ", NULL AS held_json"
+    )
     return (
         f"SELECT {ORDER_COLUMNS}, document,"
         f" {items} FROM order_items WHERE order_id = orders.id) AS items_json,"
-        f" {payments} FROM payments WHERE order_id = orders.id) AS payments_json"
+        f" {payments} FROM payments WHERE order_id = orders.id) AS payments_json{held}"
         f" FROM orders WHERE id = $1 AND {IN_WORKSPACE}{lock}"
     )
 
@@ -209,7 +218,11 @@ async def get_order(tx: Tx, workspace_id: str, mode: str, order_id: str, *, for_
     payments = sorted(
         (Payment(*payment) for payment in _loads_list(row["payments_json"])), key=lambda p: (p.created_at, p.id)
     )
-    return _order(row, items, payments, row["document"])  # type: ignore[arg-type]
+    order = _order(row, items, payments, row["document"])  # type: ignore[arg-type]
+    if for_update:
+        held = sorted((str(h[0]), str(h[1]), str(h[2]), int(h[3])) for h in _loads_list(row["held_json"]))
+        order = msgspec.structs.replace(order, held=held)
+    return order
 
 
 def _loads_list(text: str | None) -> list[list[Any]]:
