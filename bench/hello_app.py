@@ -30,7 +30,9 @@ def serve(host: str, port: int, workers: int) -> None:
     from granian import Granian
     from granian.constants import Interfaces
 
-    # Keep these arguments in step with stateset_server.cli.cmd_serve.
+    from stateset_server.cli import GRANIAN_SETTINGS  # the real server's own settings
+
+    # Keep the other arguments in step with stateset_server.cli.cmd_serve.
     Granian(
         "hello_app:create_app",
         factory=True,
@@ -38,8 +40,7 @@ def serve(host: str, port: int, workers: int) -> None:
         port=port,
         interface=Interfaces.ASGI,
         workers=workers,
-        log_access=False,
-        backlog=2048,
+        **GRANIAN_SETTINGS,
     ).serve()
 
 
