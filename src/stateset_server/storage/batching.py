@@ -40,6 +40,13 @@ _sources: dict[str, frozenset[str] | None] = {}
 _rows_sql: dict[tuple[str, int, int], str | None] = {}
 
 
+def _remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
+    """Statement texts are few and recur; the caches are bounded all the same (IN lists vary)."""
+    if len(cache) >= 4096:
+        cache.clear()
+    cache[key] = value
+
+
 def target_table(sql: str) -> str | None:
     """The table a statement may be held back for, or None when it must run at once."""
     try:
@@ -48,7 +55,7 @@ def target_table(sql: str) -> str | None:
         match = _TARGET.match(sql)
         reads = _READS.search(_DISTINCT.sub(" ", sql))
         table = match.group(1).lower() if match and not reads and "$$" not in sql else None
-        _targets[sql] = table
+        _remember(_targets, sql, table)
         return table
 
 
@@ -64,7 +71,7 @@ def tables_read(sql: str) -> frozenset[str] | None:
             found = _SOURCES.findall(_DISTINCT.sub(" ", sql))
             if all(_NAME.match(name) for name in found):
                 names = frozenset(name.lower() for name in found)
-        _sources[sql] = names
+        _remember(_sources, sql, names)
         return names
 
 
@@ -96,8 +103,24 @@ def rows_statement(sql: str, width: int, count: int) -> str | None:
         if numbers and max(numbers) == width:
             head, row = match.group(1), match.group(2)
             out = head + ", ".join(f"({_renumber(row, width * i)})" for i in range(count))
-    _rows_sql[key] = out
+    _remember(_rows_sql, key, out)
     return out
+
+
+_combined: dict[tuple[tuple[str, int], ...], str] = {}
+
+
+def _combine(parts: tuple[tuple[str, int], ...]) -> str:
+    """The statement text for parts given as (SQL, number of arguments), numbered in order."""
+    ctes, offset, main = [], 0, ""
+    for index, (sql, count) in enumerate(parts):
+        text = _renumber(sql, offset)
+        offset += count
+        if index < len(parts) - 1:
+            ctes.append(f"w{index} AS ({text})")
+        else:
+            main = text
+    return f"WITH {', '.join(ctes)} {main}" if ctes else main
 
 
 class PendingWrites:
@@ -126,16 +149,16 @@ class PendingWrites:
         """One statement: every held-back part as a CTE, then `last` (by default the last part) as
         the statement whose result is returned. Empties the buffer."""
         parts = self._parts if last is None else [*self._parts, (last, last_args)]
-        ctes, args = [], []
-        for index, (sql, part_args) in enumerate(parts):
-            text = _renumber(sql, len(args))
+        args: list[Any] = []
+        for _sql, part_args in parts:
             args.extend(part_args)
-            if index < len(parts) - 1:
-                ctes.append(f"w{index} AS ({text})")
-            else:
-                main = text
+        key = tuple((sql, len(part_args)) for sql, part_args in parts)
+        text = _combined.get(key)
+        if text is None:
+            text = _combine(key)
+            _remember(_combined, key, text)
         self.clear()
-        return (f"WITH {', '.join(ctes)} {main}" if ctes else main), args
+        return text, args
 
     def clear(self) -> None:
         self._parts.clear()
