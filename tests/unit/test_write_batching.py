@@ -12,6 +12,8 @@ import asyncpg
 import pytest
 
 from stateset_server.storage.batching import PendingWrites, rows_statement, tables_read, target_table
+from stateset_server.storage.database import RequiredRowMissing
+from stateset_server.storage.migrate import migrate
 from stateset_server.storage.postgres import PostgresDatabase, PostgresTx
 from tests.conftest import dispose_database_url, make_database_url
 
@@ -85,6 +87,8 @@ class _Counting:
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self.conn, name)
+        if name == "transaction":  # BEGIN (or, inside one, SAVEPOINT) is sent when it starts
+            self.sent.append("TRANSACTION")
         if name in ("execute", "executemany", "fetch", "fetchrow", "fetchval"):
 
             async def counted(sql: str, *args: Any) -> Any:
@@ -100,6 +104,7 @@ def pg_url(tmp_path: Path) -> Any:
     url = make_database_url("postgres", str(tmp_path))
 
     async def schema() -> None:
+        await migrate(url)  # the server's own schema too: its SQL function for `require`
         conn = await asyncpg.connect(url)
         try:
             await conn.execute(_SCHEMA)
@@ -114,14 +119,19 @@ def pg_url(tmp_path: Path) -> Any:
 
 
 def _in_transaction(url: str, body: Callable[[PostgresTx, _Counting], Awaitable[Any]]) -> Any:
+    """`body` as a write transaction, run as `PostgresDatabase.write` runs one."""
+
     async def run() -> Any:
         conn = await asyncpg.connect(url)
         try:
             counting = _Counting(conn)
-            async with conn.transaction():
-                tx = PostgresTx(counting, buffered=True)  # type: ignore[arg-type]
+            tx = PostgresTx(counting, buffered=True)  # type: ignore[arg-type]
+            try:
                 result = await body(tx, counting)
-                await tx.flush()
+                await tx.finish()
+            except BaseException:
+                await tx.rollback()
+                raise
             return result
         finally:
             await conn.close()
@@ -155,7 +165,8 @@ def test_writes_to_different_tables_go_in_one_round_trip_with_the_next_answer(pg
         return hits, len(counting.sent)
 
     hits, sent = _in_transaction(pg_url, body)
-    assert (hits, sent) == (1, 1)  # the child rows' foreign key was checked after the parent was in
+    assert (hits, sent) == (1, 2)  # BEGIN, then one statement; the children's foreign key was checked
+    # after the parent was in
     assert _rows(pg_url, "SELECT id, parent_id, label FROM child ORDER BY id") == [("c1", "p1", "a"), ("c2", "p1", "b")]
 
 
@@ -168,7 +179,7 @@ def test_a_table_written_twice_or_read_gets_what_was_held_back_first(pg_url: str
         return seen, len(counting.sent)
 
     seen, sent = _in_transaction(pg_url, body)
-    assert seen == 2 and sent == 4
+    assert seen == 2 and sent == 5  # BEGIN, the insert, each update, the read
     assert _rows(pg_url, "SELECT id, n FROM parent") == [("p1", 2)]
 
 
@@ -181,7 +192,7 @@ def test_a_select_of_other_tables_does_not_send_what_is_held_back(pg_url: str) -
         parents = await tx.fetchval("SELECT count(*) FROM parent")  # must see p1: sent first
         return children, ahead, parents, len(counting.sent)
 
-    assert _in_transaction(pg_url, body) == ([], 1, 1, 3)
+    assert _in_transaction(pg_url, body) == ([], 2, 1, 4)  # after BEGIN: ahead, then the writes, the count
 
 
 def test_an_error_in_a_held_back_statement_fails_the_write_and_nothing_commits(pg_url: str) -> None:
@@ -220,3 +231,56 @@ def test_a_savepoint_raises_its_own_held_back_errors_and_keeps_what_came_before(
     assert _rows(pg_url, "SELECT id FROM parent") == [("p1",)]
     assert _rows(pg_url, "SELECT id FROM child") == [("c2",)]
     assert _rows(pg_url, "SELECT name FROM tally") == []  # rolled back with its savepoint
+
+
+def test_a_write_that_only_writes_is_one_statement_without_begin_or_commit(pg_url: str) -> None:
+    async def body(tx: PostgresTx, counting: _Counting) -> Any:
+        await tx.execute("INSERT INTO parent (id) VALUES ($1)", "p1")
+        await tx.executemany("INSERT INTO child (id, parent_id) VALUES ($1, $2)", [("c1", "p1"), ("c2", "p1")])
+        kept = await tx.require(
+            "INSERT INTO tally (name, hits) VALUES ($1, 1) ON CONFLICT (name) DO NOTHING RETURNING 1", "t"
+        )
+        return kept, counting
+
+    kept, counting = _in_transaction(pg_url, body)
+    assert kept is True
+    assert len(counting.sent) == 1 and counting.sent[0].startswith("WITH ")  # no TRANSACTION: no BEGIN
+    assert _rows(pg_url, "SELECT id FROM child ORDER BY id") == [("c1",), ("c2",)]
+    assert _rows(pg_url, "SELECT name, hits FROM tally") == [("t", 1)]
+
+
+def test_a_required_row_that_is_not_returned_keeps_nothing_of_the_write(pg_url: str) -> None:
+    taken = "INSERT INTO tally (name, hits) VALUES ($1, 1) ON CONFLICT (name) DO NOTHING RETURNING 1"
+
+    async def first(tx: PostgresTx, _counting: _Counting) -> bool:
+        return await tx.require(taken, "t")
+
+    assert _in_transaction(pg_url, first) is True
+
+    async def sent_alone(tx: PostgresTx, _counting: _Counting) -> bool:
+        await tx.execute("INSERT INTO parent (id) VALUES ($1)", "p1")
+        return await tx.require(taken, "t")  # held back: the answer comes with the commit
+
+    with pytest.raises(RequiredRowMissing):
+        _in_transaction(pg_url, sent_alone)
+
+    async def after_a_read(tx: PostgresTx, _counting: _Counting) -> bool:
+        await tx.fetch("SELECT id FROM child")  # begins the transaction: `require` answers at once
+        await tx.execute("INSERT INTO parent (id) VALUES ($1)", "p2")
+        if not await tx.require(taken, "t"):
+            raise LookupError("taken")  # as the idempotency layer does: the transaction rolls back
+        return True
+
+    with pytest.raises(LookupError):
+        _in_transaction(pg_url, after_a_read)
+    assert _rows(pg_url, "SELECT id FROM parent") == []
+
+
+def test_nothing_may_follow_require(pg_url: str) -> None:
+    async def body(tx: PostgresTx, _counting: _Counting) -> None:
+        await tx.require("INSERT INTO tally (name, hits) VALUES ($1, 1) RETURNING 1", "t")
+        await tx.fetch("SELECT id FROM parent")
+
+    with pytest.raises(RuntimeError, match="last statement"):
+        _in_transaction(pg_url, body)
+    assert _rows(pg_url, "SELECT name FROM tally") == []

@@ -29,6 +29,7 @@ import msgspec
 from stateset_server.core.clock import now_us
 from stateset_server.core.errors import ApiError
 from stateset_server.storage import Database, Tx
+from stateset_server.storage.database import RequiredRowMissing
 from stateset_server.workspaces.keys import Principal
 
 __all__ = ["TTL_US", "IdempotentDatabase", "Replay", "Scope", "bind", "enter", "purge_expired"]
@@ -112,9 +113,12 @@ def bind(render: Callable[[Any], tuple[int, Any]]) -> None:
 async def _take(tx: Tx, scope: Scope, fingerprint: str, status: int, body: bytes) -> bool:
     """Record the request's response under its key, in the transaction of its work; False when
     another request holds the key (on PostgreSQL this waits for that request's transaction to end).
-    A key older than 24 hours is free again and is taken over."""
+    A key older than 24 hours is free again and is taken over. The transaction's last statement
+    (`Tx.require`): on PostgreSQL, when the work wrote nothing yet, it goes with the work as one
+    statement without BEGIN/COMMIT, and a key held by another request then fails the whole write
+    with RequiredRowMissing."""
     p, now = scope.principal, now_us()
-    taken = await tx.fetchval(
+    return await tx.require(
         "INSERT INTO idempotency_keys"
         " (workspace_id, mode, key, fingerprint, method, path, status_code, response, created_at)"
         " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (workspace_id, mode, key) DO UPDATE SET"
@@ -132,7 +136,6 @@ async def _take(tx: Tx, scope: Scope, fingerprint: str, status: int, body: bytes
         now,
         now - TTL_US,
     )
-    return taken is not None
 
 
 async def _held(tx: Tx, scope: Scope, fingerprint: str) -> None:
@@ -208,7 +211,8 @@ class IdempotentDatabase:
 
         try:
             return await self._db.write(guarded)
-        except _KeyTaken:
+        except (_KeyTaken, RequiredRowMissing):
+            scope.stored = None  # (RequiredRowMissing: `guarded` returned, but nothing was kept)
             await self._db.read(lambda tx: _held(tx, scope, fingerprint))
             raise AssertionError("_held always raises") from None
         except _WorkFailed as failed:
@@ -224,7 +228,7 @@ class IdempotentDatabase:
 
         try:
             await self._db.write(record)
-        except _KeyTaken:
+        except (_KeyTaken, RequiredRowMissing):
             await self._db.read(lambda tx: _held(tx, scope, fingerprint))
         raise Replay(error.status, body, replayed=False)  # sent as stored: a retry gets the same bytes
 

@@ -145,9 +145,12 @@ class PendingWrites:
         self._args += len(args)
         self.tables.add(table)
 
+    def count(self) -> int:
+        return len(self._parts)
+
     def combined(self, last: str | None = None, last_args: Sequence[Any] = ()) -> tuple[str, list[Any]]:
-        """One statement: every held-back part as a CTE, then `last` (by default the last part) as
-        the statement whose result is returned. Empties the buffer."""
+        """One statement: every held-back part as a CTE (`w0`, `w1`, … in order), then `last` (by
+        default the last part) as the statement whose result is returned. Empties the buffer."""
         parts = self._parts if last is None else [*self._parts, (last, last_args)]
         args: list[Any] = []
         for _sql, part_args in parts:

@@ -10,6 +10,7 @@ __all__ = [
     "IN_WORKSPACE",
     "NEXT_NUMBER",
     "Database",
+    "RequiredRowMissing",
     "Row",
     "StorageUnavailable",
     "Tx",
@@ -43,6 +44,11 @@ class StorageUnavailable(Exception):
     """The database could not be reached or is locked beyond the busy timeout."""
 
 
+class RequiredRowMissing(Exception):
+    """A write transaction's `Tx.require` statement returned no row after all: nothing it wrote was
+    kept (PostgreSQL sends it at the end, with the work, as one statement)."""
+
+
 class Tx(Protocol):
     """One open transaction. SQL uses `$1, $2, …` placeholders in both dialects."""
 
@@ -54,6 +60,13 @@ class Tx(Protocol):
     async def fetch(self, sql: str, *args: Any) -> list[Row]: ...
     async def fetchval(self, sql: str, *args: Any) -> Any: ...
     async def execute(self, sql: str, *args: Any) -> None: ...
+    async def require(self, sql: str, *args: Any) -> bool:
+        """The transaction's last statement, an INSERT or UPDATE … RETURNING: False when it returned
+        no row, and the caller must then fail the transaction. On PostgreSQL it may instead be sent
+        with the work after the function returns; no row then fails the write with
+        RequiredRowMissing, and nothing is kept."""
+        ...
+
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
 
     async def next_number(self, workspace_id: str, mode: str, name: str, first: int) -> int:

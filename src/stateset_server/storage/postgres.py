@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from stateset_server.storage.batching import MAX_ARGS, PendingWrites, rows_statement, tables_read, target_table
-from stateset_server.storage.database import NEXT_NUMBER, Row, StorageUnavailable
+from stateset_server.storage.database import NEXT_NUMBER, RequiredRowMissing, Row, StorageUnavailable
 from stateset_server.storage.epoch import NotifyEpochs, TxCacheHooks, channel
 
 __all__ = ["PostgresDatabase", "PostgresTx"]
@@ -37,6 +37,9 @@ _UNAVAILABLE = (
 )
 
 
+_ROW_MISSING = "SS001"  # stateset_require_row (migration 0010): a required row was not returned
+
+
 _ATTEMPTS = 4  # a transaction rolled back by a deadlock is run again up to this many times in all
 # A statement that runs longer than this is cancelled by the server. (asyncpg's own command_timeout
 # would arm a timer on the event loop for every statement; the server's limit costs nothing.)
@@ -45,7 +48,10 @@ _SESSION = {"statement_timeout": "60000"}
 
 class PostgresTx(TxCacheHooks):
     """`buffered` (write transactions): INSERTs and UPDATEs that return nothing are held back and
-    sent with the next statement that must run (`batching.py`); `flush` sends them before COMMIT."""
+    sent with the next statement that must run (`batching.py`). BEGIN is sent only before the first
+    statement that must run inside the transaction; when the transaction function has returned and
+    nothing has been sent yet, what is held back goes as one statement without BEGIN and COMMIT
+    (`finish`), which PostgreSQL applies atomically by itself: a create is then one round trip."""
 
     dialect = "postgres"
 
@@ -61,15 +67,26 @@ class PostgresTx(TxCacheHooks):
         self._conn = conn
         self._counters = counters
         self._pending = PendingWrites() if buffered else None
+        self._xact: Any = None  # the open transaction block, once begun (write transactions only)
+        self._required: str | None = None  # `require`: the table whose last insert must return a row
+
+    async def _begin(self) -> None:
+        if self._required is not None:
+            raise RuntimeError("`require` must be the transaction's last statement")
+        if self._pending is not None and self._xact is None:
+            self._xact = self._conn.transaction()
+            await self._xact.start()
 
     async def flush(self) -> None:
         if self._pending:
+            await self._begin()
             sql, args = self._pending.combined()
             await self._conn.execute(sql, *args)
 
     async def _ready(self, sql: str, args: tuple[Any, ...]) -> tuple[str, tuple[Any, ...] | list[Any]]:
         """The statement to run for `sql`: with what is held back in front of it when it can be,
         else after sending that on its own."""
+        await self._begin()
         pending = self._pending
         if not pending:
             return sql, args
@@ -80,6 +97,43 @@ class PostgresTx(TxCacheHooks):
         if reads is None or not reads.isdisjoint(pending.tables):
             await self.flush()
         return sql, args
+
+    async def require(self, sql: str, *args: Any) -> bool:
+        """The transaction's last statement, an INSERT or UPDATE … RETURNING that decides whether
+        the transaction's work is kept: False when it returned no row (the caller then raises, and
+        nothing of the transaction is kept). When nothing has been sent yet it is held back with the
+        rest, and `finish` sends them as one statement that fails, writing nothing, if it returns no
+        row (RequiredRowMissing)."""
+        pending = self._pending
+        table = target_table(sql)
+        if pending is None or self._xact is not None or table is None or not pending.fits(table, len(args)):
+            return await self.fetchrow(sql, *args) is not None
+        self._required = f"w{pending.count()}"
+        pending.add(table, sql, args)
+        return True
+
+    async def finish(self) -> None:
+        """End of the transaction function: send what is held back, then COMMIT; or, when nothing
+        was sent, all of it as one statement outside a transaction block (no BEGIN, no COMMIT)."""
+        if self._xact is not None:
+            await self.flush()
+            await self._xact.commit()
+            return
+        if not self._pending:
+            return
+        required = self._required
+        check = f"SELECT stateset_require_row(EXISTS (SELECT 1 FROM {required}))" if required else "SELECT 1"
+        sql, args = self._pending.combined(check)
+        try:
+            await self._conn.execute(sql, *args)
+        except asyncpg.PostgresError as exc:
+            if required is not None and getattr(exc, "sqlstate", None) == _ROW_MISSING:
+                raise RequiredRowMissing from None
+            raise
+
+    async def rollback(self) -> None:
+        if self._xact is not None:
+            await self._xact.rollback()
 
     async def invalidate(self, name: str) -> None:
         # Delivered to every listening process if, and when, this transaction commits.
@@ -103,8 +157,8 @@ class PostgresTx(TxCacheHooks):
         if pending is not None:
             table = target_table(sql)
             if table is not None and len(args) <= MAX_ARGS:
-                if not pending.fits(table, len(args)):
-                    await self.flush()
+                if not pending.fits(table, len(args)) or self._required is not None:
+                    await self.flush()  # after `require`: refused there
                 pending.add(table, sql, args)
                 return
         sql, params = await self._ready(sql, args)
@@ -121,6 +175,7 @@ class PostgresTx(TxCacheHooks):
                 await self.execute(many, *(value for row in rows for value in row))
                 return
         await self.flush()
+        await self._begin()
         await self._conn.executemany(sql, rows)
 
     async def next_number(self, workspace_id: str, mode: str, name: str, first: int) -> int:
@@ -133,6 +188,7 @@ class PostgresTx(TxCacheHooks):
         """A SAVEPOINT (asyncpg nests a transaction as one). What is held back goes out before it
         starts, and before it ends, so that its statements' errors are raised inside it."""
         await self.flush()
+        await self._begin()  # a savepoint lives in a transaction block
         try:
             async with self._conn.transaction():
                 yield
@@ -316,10 +372,14 @@ class PostgresDatabase:
     async def _write_once(self, fn: Callable[[PostgresTx], Awaitable[T]]) -> T:
         tx = None
         try:
-            async with self._pool.acquire() as conn, conn.transaction():
+            async with self._pool.acquire() as conn:
                 tx = PostgresTx(conn, self._counters, self.epochs, buffered=True)
-                result = await fn(tx)
-                await tx.flush()  # what was held back, before COMMIT
+                try:
+                    result = await fn(tx)
+                    await tx.finish()  # what was held back, then COMMIT (if a transaction was begun)
+                except BaseException:
+                    await tx.rollback()
+                    raise
                 return result
         except _UNAVAILABLE as exc:
             raise StorageUnavailable(str(exc)) from exc

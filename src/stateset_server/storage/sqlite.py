@@ -146,6 +146,9 @@ class SQLiteTx(TxCacheHooks):
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         self._conn.executemany(_sql(sql), rows)
 
+    async def require(self, sql: str, *args: Any) -> bool:
+        return self._conn.execute(_sql(sql), args).fetchone() is not None
+
     async def next_number(self, workspace_id: str, mode: str, name: str, first: int) -> int:
         held = self._numbers.get((workspace_id, mode, name))
         if held is not None:  # the row is this transaction's to write back: no statement per number

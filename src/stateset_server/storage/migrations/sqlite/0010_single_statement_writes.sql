@@ -1,0 +1,2 @@
+-- PostgreSQL only (a function its single-statement writes use); SQLite's writes are grouped in one
+-- transaction anyway. The migration exists on both dialects so their version numbers stay the same.
