@@ -29,7 +29,15 @@ T = TypeVar("T")
 # Two I/O threads per worker instead of one: with one, every connection's reads and writes wait while
 # it hands a request to Python. Gets went from 18,800-19,600/s to 22,800-23,300/s (paired runs), the
 # hello ceiling -3 %, lists and writes unchanged (docs/benchmarks.md).
-GRANIAN_SETTINGS: dict[str, Any] = {"log_access": False, "backlog": 2048, "runtime_threads": 2}
+# A worker that has not exited 10 s after SIGTERM is killed: granian can deadlock while it tears its
+# I/O threads down after the app's own shutdown has finished (emmett-framework/granian#875; seen
+# here about once in ten stops under load). Everything acknowledged is on disk by then.
+GRANIAN_SETTINGS: dict[str, Any] = {
+    "log_access": False,
+    "backlog": 2048,
+    "runtime_threads": 2,
+    "workers_kill_timeout": 10,
+}
 
 
 def _database_url(args: argparse.Namespace) -> str:
