@@ -6,6 +6,7 @@ stock (price 10.00 when the order gives none) and `TEST-OOS` is always out of st
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from stateset_server.storage import Database, Tx
@@ -58,42 +59,38 @@ async def catalog(tx: Tx, principal: Principal, skus: list[str]) -> dict[str, Ca
 _known: MarkedCache[tuple[str, str, str], CatalogEntry | None] = MarkedCache("catalog", 50_000)
 
 
-def _cached(epochs: object, marker: object, principal: Principal, skus: list[str]) -> dict[str, CatalogEntry] | None:
+async def _through_cache(
+    epochs: object, principal: Principal, skus: list[str], load: Callable[[], Awaitable[dict[str, CatalogEntry]]]
+) -> dict[str, CatalogEntry]:
+    """The entries for `skus` from this process's cache while no product changed anywhere since
+    (storage/epoch.py), else `load`ed and remembered; unknown SKUs are remembered as unknown too."""
+    marker = _known.marker(epochs)
     found: dict[str, CatalogEntry] = {}
     for sku in skus:
         hit, entry = _known.get(epochs, marker, (principal.workspace_id, principal.mode, sku))
         if not hit:
-            return None
+            break
         if entry is not None:
             found[sku] = entry
-    return found
-
-
-def _remember(epochs: object, marker: object, principal: Principal, skus: list[str], found: dict) -> None:
+    else:
+        return found
+    found = await load()
     for sku in skus:
         _known.put(epochs, marker, (principal.workspace_id, principal.mode, sku), found.get(sku))
+    return found
 
 
 async def known_products(db: Database, principal: Principal, skus: list[str]) -> dict[str, CatalogEntry]:
-    """`catalog` before an order's transaction, from this process's cache while no product changed
-    anywhere since (storage/epoch.py); unknown SKUs are remembered as unknown too."""
-    marker = _known.marker(db.epochs)
-    found = _cached(db.epochs, marker, principal, skus)
-    if found is None:
-        found = await db.read(lambda tx: catalog(tx, principal, skus), snapshot=False)
-        _remember(db.epochs, marker, principal, skus, found)
-    return found
+    """`catalog` before an order's transaction, through this process's cache."""
+    return await _through_cache(
+        db.epochs, principal, skus, lambda: db.read(lambda tx: catalog(tx, principal, skus), snapshot=False)
+    )
 
 
 async def catalog_in(tx: Tx, principal: Principal, skus: list[str]) -> dict[str, CatalogEntry]:
-    """`catalog` inside a write transaction, from the same cache, unless the transaction itself
+    """`catalog` inside a write transaction, through the same cache, unless the transaction itself
     changed products (a change committed elsewhere a moment ago may still be unseen, as with
     `known_products`)."""
     if "catalog" in tx.invalidated:
         return await catalog(tx, principal, skus)
-    marker = _known.marker(tx.epochs)
-    found = _cached(tx.epochs, marker, principal, skus)
-    if found is None:
-        found = await catalog(tx, principal, skus)
-        _remember(tx.epochs, marker, principal, skus, found)
-    return found
+    return await _through_cache(tx.epochs, principal, skus, lambda: catalog(tx, principal, skus))

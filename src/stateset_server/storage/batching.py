@@ -3,7 +3,8 @@ are held back and sent together, as one statement of data-modifying CTEs, with t
 that needs an answer (or before COMMIT).
 
 A create was seven round trips (BEGIN, a lookup, four INSERTs, COMMIT) and each one costs both this
-process and the database server a message exchange; held back, it is four. Results are the same as
+process and the database server a message exchange; held back, its INSERTs are one statement (and
+postgres.py sends that alone, without BEGIN or COMMIT, when nothing went before). Results are the same as
 sending each statement at once, because a statement is held back only when nothing it does can be
 seen by, or depend on, the others sent with it:
 
@@ -140,13 +141,12 @@ class PendingWrites:
         """Can a statement writing `table` with `nargs` parameters join the ones held back?"""
         return table not in self.tables and self._args + nargs <= MAX_ARGS
 
-    def add(self, table: str, sql: str, args: Sequence[Any]) -> None:
+    def add(self, table: str, sql: str, args: Sequence[Any]) -> str:
+        """Hold a statement back; its name as a CTE of `combined` (which a `last` may read)."""
         self._parts.append((sql, args))
         self._args += len(args)
         self.tables.add(table)
-
-    def count(self) -> int:
-        return len(self._parts)
+        return f"w{len(self._parts) - 1}"
 
     def combined(self, last: str | None = None, last_args: Sequence[Any] = ()) -> tuple[str, list[Any]]:
         """One statement: every held-back part as a CTE (`w0`, `w1`, … in order), then `last` (by

@@ -68,7 +68,7 @@ class PostgresTx(TxCacheHooks):
         self._counters = counters
         self._pending = PendingWrites() if buffered else None
         self._xact: Any = None  # the open transaction block, once begun (write transactions only)
-        self._required: str | None = None  # `require`: the table whose last insert must return a row
+        self._required: str | None = None  # `require` held back: the CTE that must return a row
 
     async def _begin(self) -> None:
         if self._required is not None:
@@ -108,8 +108,7 @@ class PostgresTx(TxCacheHooks):
         table = target_table(sql)
         if pending is None or self._xact is not None or table is None or not pending.fits(table, len(args)):
             return await self.fetchrow(sql, *args) is not None
-        self._required = f"w{pending.count()}"
-        pending.add(table, sql, args)
+        self._required = pending.add(table, sql, args)
         return True
 
     async def finish(self) -> None:
