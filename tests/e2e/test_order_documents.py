@@ -9,6 +9,7 @@ import pytest
 
 from stateset_server.orders import lifecycle
 from stateset_server.storage import with_database
+from stateset_server.storage.database import Stale
 from stateset_server.workspaces.keys import Principal
 from tests.e2e.lifecycle_support import PATHS, WALLET, act, balance, fund, new_order, order_in
 from tests.support import Workspace, run
@@ -105,21 +106,70 @@ def test_concurrent_commands_on_one_order_apply_once(ws: Workspace) -> None:
 
 
 def test_a_command_decided_on_a_stale_order_writes_nothing(ws: Workspace) -> None:
+    """A prepared command's version-checked write (Tx.guard) finds the order changed: SQLite says so
+    as the statement runs; PostgreSQL, which sends the whole write as one statement at the end, fails
+    that statement and runs the transaction function again."""
     order = order_in(ws, "PAID")
     principal = Principal("key_test", ws.id, "test", "secret", frozenset())
+    calls: list[int] = []
 
     async def scenario(db):
         prepared = await lifecycle._prepare(db, principal, order["id"], lifecycle.fulfill(), "http://x")
         assert prepared is not None and prepared.after.status.value == "FULFILLED"
         await lifecycle.run(db, principal, order["id"], lifecycle.hold("check"), base_url="http://x", request_id=None)
-        written = await db.write(lambda tx: lifecycle._write_prepared(tx, principal, prepared, None))
-        assert written is None
 
-    run(with_database(ws.server.database_url, scenario))
+        async def attempt(tx):
+            calls.append(1)
+            if len(calls) > 1:
+                return "decided again"
+            await lifecycle._write_prepared(tx, principal, prepared, None)
+            return "written"
+
+        try:
+            return await db.write(attempt)
+        except Stale:
+            return "stale"
+
+    outcome = run(with_database(ws.server.database_url, scenario))
+    if ws.server.database_url.startswith("postgresql"):
+        assert (outcome, len(calls)) == ("decided again", 2)
+    else:
+        assert (outcome, len(calls)) == ("stale", 1)
     got = ws.client().get(f"/v1/orders/{order['id']}").json()
     assert got["status"] == "HELD"
     events = ws.client().get("/v1/events", params={"object_id": order["id"], "limit": 100}).json()["data"]
     assert "order.fulfilled" not in [e["type"] for e in events]
+
+
+def test_a_command_prepared_on_a_stale_order_is_decided_again(ws: Workspace, monkeypatch) -> None:
+    """`lifecycle.run` given a prepared command whose order changed meanwhile decides it again on the
+    order as it is now, in the same request: the change made meanwhile is kept."""
+    order = order_in(ws, "PAID")
+    principal = Principal("key_test", ws.id, "test", "secret", frozenset())
+    edit = lifecycle.update(principal, metadata={"gift": "yes"}, addresses={}, notes=None, status=None, reason=None)
+
+    async def scenario(db):
+        stale = await lifecycle._prepare(db, principal, order["id"], lifecycle.fulfill(), "http://x")
+        assert stale is not None
+        await lifecycle.run(db, principal, order["id"], edit, base_url="http://x", request_id=None)
+
+        async def prepare_stale(*_args):
+            return stale
+
+        monkeypatch.setattr(lifecycle, "_prepare", prepare_stale)
+        shown, _ = await lifecycle.run(
+            db, principal, order["id"], lifecycle.fulfill(), base_url="http://x", request_id=None
+        )
+        return shown
+
+    shown = run(with_database(ws.server.database_url, scenario))
+    assert shown.status == "FULFILLED" and shown.metadata == {"gift": "yes"}
+    got = ws.client().get(f"/v1/orders/{order['id']}").json()
+    assert got["status"] == "FULFILLED" and got["metadata"] == {"gift": "yes"}
+    events = ws.client().get("/v1/events", params={"object_id": order["id"], "limit": 100}).json()["data"]
+    assert [e["type"] for e in events].count("order.fulfilled") == 1
+    stored, rendered = _both_ways(ws, order["id"])
+    assert stored == rendered
 
 
 def test_concurrent_payments_move_money_once(ws: Workspace) -> None:

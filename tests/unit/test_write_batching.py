@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 from stateset_server.storage.batching import PendingWrites, rows_statement, tables_read, target_table
-from stateset_server.storage.database import RequiredRowMissing
+from stateset_server.storage.database import RequiredRowMissing, Stale
 from stateset_server.storage.migrate import migrate
 from stateset_server.storage.postgres import PostgresDatabase, PostgresTx
 from tests.conftest import dispose_database_url, make_database_url
@@ -284,3 +284,91 @@ def test_nothing_may_follow_require(pg_url: str) -> None:
     with pytest.raises(RuntimeError, match="last statement"):
         _in_transaction(pg_url, body)
     assert _rows(pg_url, "SELECT name FROM tally") == []
+
+
+_GUARDED = "UPDATE parent SET n = $2 WHERE id = $1 AND n = $3 RETURNING id"  # a version-checked update
+
+
+def _seed(url: str) -> None:
+    async def body(tx: PostgresTx, _counting: _Counting) -> None:
+        await tx.execute("INSERT INTO parent (id, n) VALUES ($1, 1)", "p1")
+
+    _in_transaction(url, body)
+
+
+def test_a_guarded_write_is_one_statement_and_keeps_nothing_when_its_row_moved(pg_url: str) -> None:
+    _seed(pg_url)
+
+    async def optimistic(tx: PostgresTx, counting: _Counting) -> Any:
+        await tx.guard(_GUARDED, "p1", 2, 1)
+        await tx.execute("INSERT INTO child (id, parent_id) VALUES ($1, $2)", "c1", "p1")
+        kept = await tx.require("INSERT INTO tally (name, hits) VALUES ($1, 1) RETURNING 1", "t")
+        return kept, counting
+
+    kept, counting = _in_transaction(pg_url, optimistic)
+    assert kept is True and len(counting.sent) == 1 and "stateset_still_current" in counting.sent[0]
+    assert _rows(pg_url, "SELECT id, n FROM parent") == [("p1", 2)]
+
+    async def stale(tx: PostgresTx, _counting: _Counting) -> None:
+        await tx.guard(_GUARDED, "p1", 3, 1)  # decided against n = 1, which is 2 now
+        await tx.execute("INSERT INTO child (id, parent_id) VALUES ($1, $2)", "c2", "p1")
+        await tx.require("INSERT INTO tally (name, hits) VALUES ($1, 1) RETURNING 1", "u")
+
+    with pytest.raises(Stale):
+        _in_transaction(pg_url, stale)
+    assert _rows(pg_url, "SELECT id, n FROM parent") == [("p1", 2)]
+    assert _rows(pg_url, "SELECT id FROM child") == [("c1",)]
+    assert _rows(pg_url, "SELECT name FROM tally") == [("t",)]
+
+
+def test_a_guard_is_checked_before_any_answer_that_follows_it(pg_url: str) -> None:
+    _seed(pg_url)
+
+    async def read_after(tx: PostgresTx, counting: _Counting) -> Any:
+        await tx.guard(_GUARDED, "p1", 5, 9)  # n is 1: stale
+        await tx.execute("INSERT INTO tally (name, hits) VALUES ($1, 1)", "t")
+        # An answer that could have gone out with the held-back parts goes apart, after their check:
+        await tx.fetchval("INSERT INTO child (id, parent_id) VALUES ($1, $2) RETURNING id", "c1", "p1")
+
+    with pytest.raises(Stale):
+        _in_transaction(pg_url, read_after)
+
+    async def in_savepoint(tx: PostgresTx, _counting: _Counting) -> str:
+        try:
+            async with tx.savepoint():
+                await tx.guard(_GUARDED, "p1", 5, 9)
+                await tx.execute("INSERT INTO tally (name, hits) VALUES ($1, 1)", "s")
+        except Stale:
+            pass
+        await tx.execute("INSERT INTO child (id, parent_id) VALUES ($1, $2)", "c3", "p1")
+        return "kept the rest"
+
+    assert _in_transaction(pg_url, in_savepoint) == "kept the rest"
+    assert _rows(pg_url, "SELECT id, n FROM parent") == [("p1", 1)]
+    assert _rows(pg_url, "SELECT id FROM child") == [("c3",)]
+    assert _rows(pg_url, "SELECT name FROM tally") == []
+
+
+def test_the_database_runs_a_function_again_when_its_guard_failed_at_the_end(pg_url: str) -> None:
+    _seed(pg_url)
+    calls: list[int] = []
+
+    async def scenario() -> str:
+        db = await PostgresDatabase.open(pg_url)
+        try:
+
+            async def unit(tx: PostgresTx) -> str:
+                calls.append(1)
+                if len(calls) == 1:
+                    await tx.guard(_GUARDED, "p1", 7, 0)  # stale: found only when sent at the end
+                    await tx.execute("INSERT INTO tally (name, hits) VALUES ($1, 1)", "first")
+                    return "first"
+                await tx.execute("INSERT INTO tally (name, hits) VALUES ($1, 1)", "again")
+                return "again"
+
+            return await db.write(unit)
+        finally:
+            await db.close()
+
+    assert asyncio.run(scenario()) == "again" and len(calls) == 2
+    assert _rows(pg_url, "SELECT name FROM tally") == [("again",)]

@@ -35,6 +35,7 @@ from stateset_server.payments.model import Payment, Refund
 from stateset_server.payments.repository import order_payments
 from stateset_server.products.catalog import catalog_in
 from stateset_server.storage import Database, Tx
+from stateset_server.storage.database import Stale
 from stateset_server.workspaces.keys import Principal
 
 __all__ = ["Outcome", "apply", "conflict", "move", "pay", "predicted", "pure", "refund", "run", "run_in", "update"]
@@ -215,12 +216,18 @@ async def run(
     base_url: str,
     request_id: str | None,
 ) -> tuple[OrderOut, Outcome]:
-    """One command on one order, in one transaction (the order row locked on PostgreSQL)."""
-    prepared = await _prepare(db, principal, order_id, decide, base_url) if db.dialect == "sqlite" else None
+    """One command on one order, in one transaction: prepared ahead and written if the order has not
+    changed meanwhile (`_prepare`), else with the order row held (locked on PostgreSQL)."""
+    prepared = await _prepare(db, principal, order_id, decide, base_url)
 
     async def write(tx: Tx) -> tuple[OrderOut, Outcome]:
+        nonlocal prepared
         if prepared is not None:
-            done = await _write_prepared(tx, principal, prepared, request_id)
+            attempt, prepared = prepared, None  # once: run again (PostgreSQL, Stale), it takes the lock
+            try:
+                done = await _write_prepared(tx, principal, attempt, request_id)
+            except Stale:  # seen before anything was written (SQLite checks as it goes)
+                done = None
             if done is not None:
                 return done
         return await run_in(tx, principal, order_id, decide, base_url=base_url, request_id=request_id)
@@ -241,10 +248,6 @@ def predicted(decide: Decide, predict: Callable[[Order, int], Outcome | None]) -
     return decide
 
 
-class _Stale(Exception):
-    """A prepared command no longer applies: its savepoint is rolled back and it runs again."""
-
-
 @dataclass
 class _Prepared:
     """A pure command decided and rendered against a snapshot of the order, outside the write
@@ -262,18 +265,24 @@ class _Prepared:
 async def _prepare(
     db: Database, principal: Principal, order_id: str, decide: Decide, base_url: str
 ) -> _Prepared | None:
-    """On SQLite every write waits for one lock shared by all server processes, so a pure command's
-    Python (deciding, rendering the order, its event snapshot and document) runs before it, against
-    the last committed order; the transaction then only checks the version and writes. None when
-    this cannot be done ahead (the command needs the transaction, or fails: it is decided again in
-    the transaction, which gives the authoritative answer)."""
+    """A pure command's Python (deciding, rendering the order, its event snapshot and document) runs
+    before its transaction, against the last committed order; the transaction then only checks the
+    version and writes. On SQLite every write waits for one lock shared by all server processes, and
+    this keeps the Python out of it (commands that move money are predicted, and decided again
+    inside). On PostgreSQL a pure command is then one statement (`Tx.guard`) instead of BEGIN, a
+    locked read, the writes and COMMIT; there only when the order holds no stock, whose
+    reservations' moves need answers (reservations change only with an order's version, or expire
+    before it is paid). None when this cannot be done ahead (the command needs the transaction, or
+    fails: it is decided again in the transaction, which gives the authoritative answer)."""
     is_pure, predict = getattr(decide, "pure", False), getattr(decide, "predict", None)
-    if not is_pure and predict is None:
+    postgres = db.dialect == "postgres"
+    if not is_pure and (predict is None or postgres):
         return None
     before = await db.read(
-        lambda tx: repository.get_order(tx, principal.workspace_id, principal.mode, order_id), snapshot=False
+        lambda tx: repository.get_order(tx, principal.workspace_id, principal.mode, order_id, held=postgres),
+        snapshot=False,
     )  # one statement: its own snapshot
-    if before is None or before.document is None:
+    if before is None or before.document is None or (postgres and before.held):
         return None
     now = now_us()
     try:
@@ -293,23 +302,21 @@ async def _prepare(
 async def _write_prepared(
     tx: Tx, principal: Principal, prepared: _Prepared, request_id: str | None
 ) -> tuple[OrderOut, Outcome] | None:
-    """Write a prepared command; None (and nothing written) when the order changed meanwhile, or
-    when a command that moves money did not do exactly what was predicted."""
+    """Write a prepared command; Stale or None (and nothing written) when the order changed
+    meanwhile, or None when a command that moves money did not do exactly what was predicted."""
     if getattr(prepared.decide, "pure", False):
-        if not await repository.try_update_order(tx, prepared.before, prepared.after, prepared.document):
-            return None
+        await repository.update_order_if_current(tx, prepared.before, prepared.after, prepared.document)
         await _write_rest(tx, principal, prepared, request_id)
         return prepared.shown.order, prepared.outcome
     try:
         async with tx.savepoint():
-            if not await repository.try_update_order(tx, prepared.before, prepared.after, prepared.document):
-                raise _Stale
+            await repository.update_order_if_current(tx, prepared.before, prepared.after, prepared.document)
             outcome = await prepared.decide(tx, prepared.before, prepared.now)
             expected = prepared.outcome
             if (outcome.order, outcome.events, outcome.payment) != (expected.order, expected.events, expected.payment):
-                raise _Stale
+                raise Stale
             await _write_rest(tx, principal, prepared, request_id)
-    except (_Stale, ApiError):
+    except (Stale, ApiError):
         return None  # decided again from the start, where errors get their authoritative answer
     return prepared.shown.order, prepared.outcome
 

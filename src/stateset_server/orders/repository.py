@@ -19,7 +19,7 @@ __all__ = [
     "insert_order",
     "next_order_number",
     "orders_from_rows",
-    "try_update_order",
+    "update_order_if_current",
     "update_order",
 ]
 
@@ -185,9 +185,9 @@ _AGGREGATE = {
 _ITEM_FIELDS = ("id", "sku", "description", "quantity", "unit_price", "total", "metadata")
 
 
-def _get_order_sql(dialect: str, lock: str) -> str:
-    """With the lock (a read for a change), also the order's active reservations: a status change
-    moves them (lifecycle._stock_follows_status), and they need no statement of their own then."""
+def _get_order_sql(dialect: str, lock: str, held: bool) -> str:
+    """`held` (with the lock: a read for a change), also the order's active reservations: a status
+    change moves them (lifecycle._stock_follows_status), and they need no statement of their own."""
     agg, array, metadata = _AGGREGATE[dialect]
     items = f"(SELECT {agg}({array}(position, id, sku, description, quantity, unit_price, total, {metadata}))"
     payments = f"(SELECT {agg}({array}({PAYMENT_COLUMNS}))"
@@ -195,7 +195,7 @@ def _get_order_sql(dialect: str, lock: str) -> str:
         f", (SELECT {agg}({array}(id, sku, location, quantity)) FROM reservations WHERE order_id = orders.id"
         " AND (workspace_id, mode) IS NOT DISTINCT FROM (orders.workspace_id, orders.mode)"
         " AND status = 'active') AS held_json"
-        if lock
+        if held
         else ", NULL AS held_json"
     )
     return (
@@ -206,12 +206,20 @@ def _get_order_sql(dialect: str, lock: str) -> str:
     )
 
 
-_GET_ORDER = {(dialect, lock): _get_order_sql(dialect, lock) for dialect in _AGGREGATE for lock in ("", " FOR UPDATE")}
+_GET_ORDER = {
+    (dialect, lock, held): _get_order_sql(dialect, lock, held)
+    for dialect in _AGGREGATE
+    for lock, held in (("", False), ("", True), (" FOR UPDATE", True))
+}
 
 
-async def get_order(tx: Tx, workspace_id: str, mode: str, order_id: str, *, for_update: bool = False) -> Order | None:
-    """The order when it exists in this workspace and mode; another tenant's id reads as absent."""
-    row = await tx.fetchrow(_GET_ORDER[tx.dialect, " FOR UPDATE" if for_update else ""], order_id, workspace_id, mode)
+async def get_order(
+    tx: Tx, workspace_id: str, mode: str, order_id: str, *, for_update: bool = False, held: bool = False
+) -> Order | None:
+    """The order when it exists in this workspace and mode; another tenant's id reads as absent.
+    With `held` (always when `for_update`), `Order.held` is read too."""
+    held = held or for_update
+    row = await tx.fetchrow(_GET_ORDER[tx.dialect, " FOR UPDATE" if for_update else "", held], order_id, workspace_id, mode)
     if row is None:
         return None
     items = [dict(zip(_ITEM_FIELDS, item[1:], strict=True)) for item in sorted(_loads_list(row["items_json"]))]
@@ -219,9 +227,9 @@ async def get_order(tx: Tx, workspace_id: str, mode: str, order_id: str, *, for_
         (Payment(*payment) for payment in _loads_list(row["payments_json"])), key=lambda p: (p.created_at, p.id)
     )
     order = _order(row, items, payments, row["document"])  # type: ignore[arg-type]
-    if for_update:
-        held = sorted((str(h[0]), str(h[1]), str(h[2]), int(h[3])) for h in _loads_list(row["held_json"]))
-        order = msgspec.structs.replace(order, held=held)
+    if held:
+        held_rows = sorted((str(h[0]), str(h[1]), str(h[2]), int(h[3])) for h in _loads_list(row["held_json"]))
+        order = msgspec.structs.replace(order, held=held_rows)
     return order
 
 
@@ -249,10 +257,10 @@ async def update_order(tx: Tx, before: Order, after: Order, document: str) -> No
     await tx.execute(*_update(before, after, document, returning=""))
 
 
-async def try_update_order(tx: Tx, before: Order, after: Order, document: str) -> bool:
-    """`update_order` for a `before` read outside the transaction: False (nothing written) when the
-    order is no longer at `before`'s version."""
-    return await tx.fetchrow(*_update(before, after, document, returning=" RETURNING id")) is not None
+async def update_order_if_current(tx: Tx, before: Order, after: Order, document: str) -> None:
+    """`update_order` for a `before` read outside the transaction: Stale (nothing written) when the
+    order is no longer at `before`'s version (`Tx.guard`)."""
+    await tx.guard(*_update(before, after, document, returning=" RETURNING id"))
 
 
 def _update(before: Order, after: Order, document: str, *, returning: str) -> tuple[Any, ...]:

@@ -11,6 +11,7 @@ __all__ = [
     "NEXT_NUMBER",
     "Database",
     "RequiredRowMissing",
+    "Stale",
     "Row",
     "StorageUnavailable",
     "Tx",
@@ -49,6 +50,13 @@ class RequiredRowMissing(Exception):
     kept (PostgreSQL sends it at the end, with the work, as one statement)."""
 
 
+class Stale(Exception):
+    """A `Tx.guard` statement returned no row: the work was decided against a state that has changed
+    since it was read, and nothing of it is kept. The caller decides it again; on PostgreSQL, where
+    the check may come only when the work is sent at the end, the database runs the transaction
+    function again (which must not guard the same way twice)."""
+
+
 class Tx(Protocol):
     """One open transaction. SQL uses `$1, $2, …` placeholders in both dialects."""
 
@@ -65,6 +73,12 @@ class Tx(Protocol):
         no row, and the caller must then fail the transaction. On PostgreSQL it may instead be sent
         with the work after the function returns; no row then fails the write with
         RequiredRowMissing, and nothing is kept."""
+        ...
+
+    async def guard(self, sql: str, *args: Any) -> None:
+        """An INSERT or UPDATE … RETURNING that must return a row for the work to stand (a
+        version-checked update of a row read outside the transaction): Stale when it does not. On
+        PostgreSQL it may be held back and checked when sent, even after the function returned."""
         ...
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from stateset_server.storage.batching import MAX_ARGS, PendingWrites, rows_statement, tables_read, target_table
-from stateset_server.storage.database import NEXT_NUMBER, RequiredRowMissing, Row, StorageUnavailable
+from stateset_server.storage.database import NEXT_NUMBER, RequiredRowMissing, Row, Stale, StorageUnavailable
 from stateset_server.storage.epoch import NotifyEpochs, TxCacheHooks, channel
 
 __all__ = ["PostgresDatabase", "PostgresTx"]
@@ -38,6 +38,7 @@ _UNAVAILABLE = (
 
 
 _ROW_MISSING = "SS001"  # stateset_require_row (migration 0010): a required row was not returned
+_NOT_CURRENT = "SS002"  # stateset_still_current (migration 0011): a guarded statement matched no row
 
 
 _ATTEMPTS = 4  # a transaction rolled back by a deadlock is run again up to this many times in all
@@ -69,6 +70,7 @@ class PostgresTx(TxCacheHooks):
         self._pending = PendingWrites() if buffered else None
         self._xact: Any = None  # the open transaction block, once begun (write transactions only)
         self._required: str | None = None  # `require` held back: the CTE that must return a row
+        self._guards: list[str] = []  # `guard`s held back: CTEs that must return a row, else Stale
 
     async def _begin(self) -> None:
         if self._required is not None:
@@ -80,8 +82,32 @@ class PostgresTx(TxCacheHooks):
     async def flush(self) -> None:
         if self._pending:
             await self._begin()
-            sql, args = self._pending.combined()
+            if not self._guards:
+                sql, args = self._pending.combined()
+                await self._conn.execute(sql, *args)
+                return
+            await self._send_checked(self._checks())
+
+    def _checks(self) -> str:
+        """The statement that ends what is held back: it fails when a required or guarded part
+        returned no row (the parts of one WITH all run, whatever the main statement reads)."""
+        checks = [f"stateset_still_current(EXISTS (SELECT 1 FROM {name}))" for name in self._guards]
+        if self._required is not None:
+            checks.append(f"stateset_require_row(EXISTS (SELECT 1 FROM {self._required}))")
+        return "SELECT " + ", ".join(checks) if checks else "SELECT 1"
+
+    async def _send_checked(self, check: str) -> None:
+        required, self._guards = self._required, []
+        sql, args = self._pending.combined(check)  # type: ignore[union-attr]
+        try:
             await self._conn.execute(sql, *args)
+        except asyncpg.PostgresError as exc:
+            state = getattr(exc, "sqlstate", None)
+            if state == _NOT_CURRENT:
+                raise Stale from None
+            if required is not None and state == _ROW_MISSING:
+                raise RequiredRowMissing from None
+            raise
 
     async def _ready(self, sql: str, args: tuple[Any, ...]) -> tuple[str, tuple[Any, ...] | list[Any]]:
         """The statement to run for `sql`: with what is held back in front of it when it can be,
@@ -91,8 +117,8 @@ class PostgresTx(TxCacheHooks):
         if not pending:
             return sql, args
         table = target_table(sql)
-        if table is not None and pending.fits(table, len(args)):
-            return pending.combined(sql, args)
+        if table is not None and pending.fits(table, len(args)) and not self._guards:
+            return pending.combined(sql, args)  # (guards need a statement of their own to check them)
         reads = tables_read(sql)
         if reads is None or not reads.isdisjoint(pending.tables):
             await self.flush()
@@ -111,6 +137,16 @@ class PostgresTx(TxCacheHooks):
         self._required = pending.add(table, sql, args)
         return True
 
+    async def guard(self, sql: str, *args: Any) -> None:
+        """Held back when it can be: then the statement that sends it checks it (`_checks`)."""
+        pending = self._pending
+        table = target_table(sql)
+        if pending is None or table is None or not pending.fits(table, len(args)) or self._required is not None:
+            if await self.fetchrow(sql, *args) is None:
+                raise Stale
+            return
+        self._guards.append(pending.add(table, sql, args))
+
     async def finish(self) -> None:
         """End of the transaction function: send what is held back, then COMMIT; or, when nothing
         was sent, all of it as one statement outside a transaction block (no BEGIN, no COMMIT)."""
@@ -118,17 +154,8 @@ class PostgresTx(TxCacheHooks):
             await self.flush()
             await self._xact.commit()
             return
-        if not self._pending:
-            return
-        required = self._required
-        check = f"SELECT stateset_require_row(EXISTS (SELECT 1 FROM {required}))" if required else "SELECT 1"
-        sql, args = self._pending.combined(check)
-        try:
-            await self._conn.execute(sql, *args)
-        except asyncpg.PostgresError as exc:
-            if required is not None and getattr(exc, "sqlstate", None) == _ROW_MISSING:
-                raise RequiredRowMissing from None
-            raise
+        if self._pending:
+            await self._send_checked(self._checks())
 
     async def rollback(self) -> None:
         if self._xact is not None:
@@ -195,6 +222,7 @@ class PostgresTx(TxCacheHooks):
         except BaseException:
             if self._pending is not None:
                 self._pending.clear()  # rolled back with the savepoint; never sent
+                self._guards.clear()
             raise
 
 
@@ -362,6 +390,9 @@ class PostgresDatabase:
         for attempt in range(_ATTEMPTS):
             try:
                 return await self._write_once(fn)
+            except Stale:  # an optimistic write found its row changed: the function decides again
+                if attempt == _ATTEMPTS - 1:
+                    raise StorageUnavailable("the write kept finding its rows changed") from None
             except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
                 if attempt == _ATTEMPTS - 1:
                     raise

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TypeVar
 
-from stateset_server.storage.database import NEXT_NUMBER, Row, StorageUnavailable, sqlite_path
+from stateset_server.storage.database import NEXT_NUMBER, Row, Stale, StorageUnavailable, sqlite_path
 from stateset_server.storage.epoch import FileEpochs, TxCacheHooks
 from stateset_server.storage.wakeup import WriteWakeups
 
@@ -148,6 +148,10 @@ class SQLiteTx(TxCacheHooks):
 
     async def require(self, sql: str, *args: Any) -> bool:
         return self._conn.execute(_sql(sql), args).fetchone() is not None
+
+    async def guard(self, sql: str, *args: Any) -> None:
+        if self._conn.execute(_sql(sql), args).fetchone() is None:
+            raise Stale
 
     async def next_number(self, workspace_id: str, mode: str, name: str, first: int) -> int:
         held = self._numbers.get((workspace_id, mode, name))

@@ -1,0 +1,2 @@
+-- PostgreSQL only (a function its optimistic single-statement writes use); SQLite checks a guarded
+-- statement as it runs. The migration exists on both dialects so their version numbers stay the same.
