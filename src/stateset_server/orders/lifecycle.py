@@ -224,10 +224,7 @@ async def run(
         nonlocal prepared
         if prepared is not None:
             attempt, prepared = prepared, None  # once: run again (PostgreSQL, Stale), it takes the lock
-            try:
-                done = await _write_prepared(tx, principal, attempt, request_id)
-            except Stale:  # seen before anything was written (SQLite checks as it goes)
-                done = None
+            done = await _write_prepared(tx, principal, attempt, request_id)
             if done is not None:
                 return done
         return await run_in(tx, principal, order_id, decide, base_url=base_url, request_id=request_id)
@@ -276,7 +273,7 @@ async def _prepare(
     fails: it is decided again in the transaction, which gives the authoritative answer)."""
     is_pure, predict = getattr(decide, "pure", False), getattr(decide, "predict", None)
     postgres = db.dialect == "postgres"
-    if not is_pure and (predict is None or postgres):
+    if not is_pure and predict is None:
         return None
     before = await db.read(
         lambda tx: repository.get_order(tx, principal.workspace_id, principal.mode, order_id, held=postgres),
@@ -302,23 +299,46 @@ async def _prepare(
 async def _write_prepared(
     tx: Tx, principal: Principal, prepared: _Prepared, request_id: str | None
 ) -> tuple[OrderOut, Outcome] | None:
-    """Write a prepared command; Stale or None (and nothing written) when the order changed
-    meanwhile, or None when a command that moves money did not do exactly what was predicted."""
-    if getattr(prepared.decide, "pure", False):
-        await repository.update_order_if_current(tx, prepared.before, prepared.after, prepared.document)
+    """Write a prepared command, if the order is still at the version it was decided on and a
+    command that moves money does exactly what was predicted. SQLite: else None, and nothing
+    written. PostgreSQL: else Stale, raised now or when the write is sent at the end as one
+    statement, and nothing written; the database then runs the transaction function again."""
+    pure = getattr(prepared.decide, "pure", False)
+    if tx.dialect == "postgres":
+        try:
+            await _write_checked(tx, principal, prepared, request_id, pure=pure)
+        except ApiError:  # held-back parts may be waiting: nothing of this try may be sent
+            raise Stale from None
+        return prepared.shown.order, prepared.outcome
+    if pure:
+        try:
+            await repository.update_order_if_current(tx, prepared.before, prepared.after, prepared.document)
+        except Stale:
+            return None  # the first statement: nothing was written
         await _write_rest(tx, principal, prepared, request_id)
         return prepared.shown.order, prepared.outcome
     try:
         async with tx.savepoint():
-            await repository.update_order_if_current(tx, prepared.before, prepared.after, prepared.document)
-            outcome = await prepared.decide(tx, prepared.before, prepared.now)
-            expected = prepared.outcome
-            if (outcome.order, outcome.events, outcome.payment) != (expected.order, expected.events, expected.payment):
-                raise Stale
-            await _write_rest(tx, principal, prepared, request_id)
+            await _write_checked(tx, principal, prepared, request_id, pure=False)
     except (Stale, ApiError):
         return None  # decided again from the start, where errors get their authoritative answer
     return prepared.shown.order, prepared.outcome
+
+
+async def _write_checked(
+    tx: Tx, principal: Principal, prepared: _Prepared, request_id: str | None, *, pure: bool
+) -> None:
+    await repository.update_order_if_current(tx, prepared.before, prepared.after, prepared.document)
+    if not pure:
+        tx.speculative = True
+        try:
+            outcome = await prepared.decide(tx, prepared.before, prepared.now)
+        finally:
+            tx.speculative = False
+        expected = prepared.outcome
+        if (outcome.order, outcome.events, outcome.payment) != (expected.order, expected.events, expected.payment):
+            raise Stale
+    await _write_rest(tx, principal, prepared, request_id)
 
 
 async def _write_rest(tx: Tx, principal: Principal, prepared: _Prepared, request_id: str | None) -> None:

@@ -19,8 +19,8 @@ __all__ = [
     "insert_order",
     "next_order_number",
     "orders_from_rows",
-    "update_order_if_current",
     "update_order",
+    "update_order_if_current",
 ]
 
 _encode = msgspec.json.encode
@@ -219,7 +219,9 @@ async def get_order(
     """The order when it exists in this workspace and mode; another tenant's id reads as absent.
     With `held` (always when `for_update`), `Order.held` is read too."""
     held = held or for_update
-    row = await tx.fetchrow(_GET_ORDER[tx.dialect, " FOR UPDATE" if for_update else "", held], order_id, workspace_id, mode)
+    row = await tx.fetchrow(
+        _GET_ORDER[tx.dialect, " FOR UPDATE" if for_update else "", held], order_id, workspace_id, mode
+    )
     if row is None:
         return None
     items = [dict(zip(_ITEM_FIELDS, item[1:], strict=True)) for item in sorted(_loads_list(row["items_json"]))]

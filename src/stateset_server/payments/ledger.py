@@ -132,6 +132,9 @@ def transaction_hash(transaction_id: str, kind: str, reference: str | None, entr
     return "0x" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
+_DEBIT = "UPDATE ledger_accounts SET balance = balance + $2 WHERE id = $1 AND balance + $2 >= 0 RETURNING balance"
+
+
 async def post(
     tx: Tx,
     principal: Principal,
@@ -148,11 +151,10 @@ async def post(
     for entry in sorted(entries, key=lambda e: e.account_id):
         if not entry.is_wallet:
             continue
-        remaining = await tx.fetchval(
-            "UPDATE ledger_accounts SET balance = balance + $2 WHERE id = $1 AND balance + $2 >= 0 RETURNING balance",
-            entry.account_id,
-            entry.amount,
-        )
+        if tx.speculative:  # a predicted payment: a wallet short of funds voids the prediction
+            await tx.guard(_DEBIT, entry.account_id, entry.amount)
+            continue
+        remaining = await tx.fetchval(_DEBIT, entry.account_id, entry.amount)
         if remaining is None:
             available = await tx.fetchval("SELECT balance FROM ledger_accounts WHERE id = $1", entry.account_id)
             raise InsufficientFunds(entry.address, -entry.amount, int(available or 0))

@@ -55,6 +55,7 @@ class PostgresTx(TxCacheHooks):
     (`finish`), which PostgreSQL applies atomically by itself: a create is then one round trip."""
 
     dialect = "postgres"
+    speculative = False
 
     def __init__(
         self,

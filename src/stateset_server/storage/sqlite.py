@@ -81,6 +81,7 @@ def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
 
 class SQLiteTx(TxCacheHooks):
     dialect = "sqlite"
+    speculative = False
 
     def __init__(self, conn: sqlite3.Connection, epochs: FileEpochs | None = None) -> None:
         super().__init__(epochs)
