@@ -266,20 +266,19 @@ async def _prepare(
     before its transaction, against the last committed order; the transaction then only checks the
     version and writes. On SQLite every write waits for one lock shared by all server processes, and
     this keeps the Python out of it (commands that move money are predicted, and decided again
-    inside). On PostgreSQL a pure command is then one statement (`Tx.guard`) instead of BEGIN, a
-    locked read, the writes and COMMIT; there only when the order holds no stock, whose
-    reservations' moves need answers (reservations change only with an order's version, or expire
-    before it is paid). None when this cannot be done ahead (the command needs the transaction, or
-    fails: it is decided again in the transaction, which gives the authoritative answer)."""
+    inside). On PostgreSQL a command that needs no other answer is then one statement (`Tx.guard`)
+    instead of BEGIN, a locked read, the writes and COMMIT. The order's active reservations are read
+    with it: they change only with the order's version, or expire before it is paid. None when this
+    cannot be done ahead (the command needs the transaction, or fails: it is decided again in the
+    transaction, which gives the authoritative answer)."""
     is_pure, predict = getattr(decide, "pure", False), getattr(decide, "predict", None)
-    postgres = db.dialect == "postgres"
     if not is_pure and predict is None:
         return None
     before = await db.read(
-        lambda tx: repository.get_order(tx, principal.workspace_id, principal.mode, order_id, held=postgres),
+        lambda tx: repository.get_order(tx, principal.workspace_id, principal.mode, order_id, held=True),
         snapshot=False,
     )  # one statement: its own snapshot
-    if before is None or before.document is None or (postgres and before.held):
+    if before is None or before.document is None:
         return None
     now = now_us()
     try:
@@ -312,10 +311,9 @@ async def _write_prepared(
         return prepared.shown.order, prepared.outcome
     if pure:
         try:
-            await repository.update_order_if_current(tx, prepared.before, prepared.after, prepared.document)
+            await _write_checked(tx, principal, prepared, request_id, pure=True)
         except Stale:
-            return None  # the first statement: nothing was written
-        await _write_rest(tx, principal, prepared, request_id)
+            return None  # only its first statement guards: nothing was written
         return prepared.shown.order, prepared.outcome
     try:
         async with tx.savepoint():
