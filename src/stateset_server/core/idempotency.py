@@ -29,7 +29,7 @@ import msgspec
 from stateset_server.core.clock import now_us
 from stateset_server.core.errors import ApiError
 from stateset_server.storage import Database, Tx
-from stateset_server.storage.database import RequiredRowMissing
+from stateset_server.storage.database import Lookup, RequiredRowMissing, Row
 from stateset_server.workspaces.keys import Principal
 
 __all__ = ["TTL_US", "IdempotentDatabase", "Replay", "Scope", "bind", "enter", "purge_expired"]
@@ -180,6 +180,9 @@ class IdempotentDatabase:
 
     async def read(self, fn: Callable[[Tx], Awaitable[T]], *, snapshot: bool = True) -> T:
         return await self._db.read(fn, snapshot=snapshot)
+
+    async def lookup(self, query: Lookup, key: str) -> Row | None:
+        return await self._db.lookup(query, key)
 
     async def ping(self) -> None:
         await self._db.ping()

@@ -200,7 +200,7 @@ async def _stock_follows_status(tx: Tx, principal: Principal, before: Order, aft
         for item in after.items:
             if item.sku in tracked and tracked[item.sku].track_inventory:
                 wanted[item.sku] = wanted.get(item.sku, 0) + item.quantity
-        await stock.keep_for_payment(tx, principal, after.id, wanted, now)
+        await stock.keep_for_payment(tx, principal, after.id, wanted, now, held=before.held)
     elif after.status == S.FULFILLED:
         await stock.commit_order(tx, principal, after.id, now, held=before.held)
     elif after.status in (S.CANCELLED, S.REFUNDED):
@@ -274,10 +274,7 @@ async def _prepare(
     is_pure, predict = getattr(decide, "pure", False), getattr(decide, "predict", None)
     if not is_pure and predict is None:
         return None
-    before = await db.read(
-        lambda tx: repository.get_order(tx, principal.workspace_id, principal.mode, order_id, held=True),
-        snapshot=False,
-    )  # one statement: its own snapshot
+    before = await repository.read_order(db, principal.workspace_id, principal.mode, order_id)
     if before is None or before.document is None:
         return None
     now = now_us()

@@ -10,15 +10,19 @@ from stateset_server.orders.model import LineItem, Order
 from stateset_server.orders.status import OrderStatus
 from stateset_server.payments.model import Payment
 from stateset_server.payments.repository import PAYMENT_COLUMNS
-from stateset_server.storage import IN_WORKSPACE, Row, Tx
+from stateset_server.storage import IN_WORKSPACE, Database, Row, Tx
+from stateset_server.storage.database import Lookup
 
 __all__ = [
+    "DOCUMENT",
+    "HELD_ORDER",
     "ORDER_COLUMNS",
     "get_document",
     "get_order",
     "insert_order",
     "next_order_number",
     "orders_from_rows",
+    "read_order",
     "update_order",
     "update_order_if_current",
 ]
@@ -164,15 +168,21 @@ def _order(row: Row, items: list[Row], payments: list[Payment], document: str | 
     )
 
 
-async def get_document(tx: Tx, workspace_id: str, mode: str, order_id: str) -> tuple[str | None] | None:
-    """The order's stored document (None inside when the order predates documents); None: no order."""
-    row = await tx.fetchrow(
-        f"SELECT document FROM orders WHERE id = $1 AND {IN_WORKSPACE}",
-        order_id,
-        workspace_id,
-        mode,
-    )
-    return None if row is None else (row[0],)
+# An order's document by id alone (its workspace and mode are compared here): one form for a single
+# id, one for many, as PostgreSQL sends concurrent GETs together (`Database.lookup`).
+DOCUMENT = Lookup(
+    one="SELECT id, workspace_id, mode, document FROM orders WHERE id = $1",
+    many="SELECT id, workspace_id, mode, document FROM orders WHERE id = ANY($1::text[])",
+)
+
+
+async def get_document(db: Database, workspace_id: str, mode: str, order_id: str) -> tuple[str | None] | None:
+    """The order's stored document (None inside when the order predates documents); None: no order
+    (another tenant's id reads as absent)."""
+    row = await db.lookup(DOCUMENT, order_id)
+    if row is None or row[1] != workspace_id or row[2] != mode:
+        return None
+    return (row[3],)
 
 
 # An order is read with its items and payments in one statement (one round trip, and on SQLite one
@@ -185,7 +195,7 @@ _AGGREGATE = {
 _ITEM_FIELDS = ("id", "sku", "description", "quantity", "unit_price", "total", "metadata")
 
 
-def _get_order_sql(dialect: str, lock: str, held: bool) -> str:
+def _get_order_sql(dialect: str, lock: str, held: bool, where: str = f"id = $1 AND {IN_WORKSPACE}") -> str:
     """`held` (with the lock: a read for a change), also the order's active reservations: a status
     change moves them (lifecycle._stock_follows_status), and they need no statement of their own."""
     agg, array, metadata = _AGGREGATE[dialect]
@@ -202,7 +212,7 @@ def _get_order_sql(dialect: str, lock: str, held: bool) -> str:
         f"SELECT {ORDER_COLUMNS}, document,"
         f" {items} FROM order_items WHERE order_id = orders.id) AS items_json,"
         f" {payments} FROM payments WHERE order_id = orders.id) AS payments_json{held}"
-        f" FROM orders WHERE id = $1 AND {IN_WORKSPACE}{lock}"
+        f" FROM orders WHERE {where}{lock}"
     )
 
 
@@ -210,6 +220,17 @@ _GET_ORDER = {
     (dialect, lock, held): _get_order_sql(dialect, lock, held)
     for dialect in _AGGREGATE
     for lock, held in (("", False), ("", True), (" FOR UPDATE", True))
+}
+
+
+# The order with its active reservations, by id alone (`Database.lookup`; the workspace and mode are
+# compared in `read_order`): PostgreSQL sends concurrent commands' reads of their orders together.
+HELD_ORDER = {
+    dialect: Lookup(
+        one=_get_order_sql(dialect, "", True, "id = $1"),
+        many=_get_order_sql(dialect, "", True, "id = ANY($1::text[])"),
+    )
+    for dialect in _AGGREGATE
 }
 
 
@@ -222,8 +243,18 @@ async def get_order(
     row = await tx.fetchrow(
         _GET_ORDER[tx.dialect, " FOR UPDATE" if for_update else "", held], order_id, workspace_id, mode
     )
-    if row is None:
+    return None if row is None else _order_of_row(row, held)
+
+
+async def read_order(db: Database, workspace_id: str, mode: str, order_id: str) -> Order | None:
+    """`get_order(…, held=True)` as one statement of its own, outside any transaction."""
+    row = await db.lookup(HELD_ORDER[db.dialect], order_id)
+    if row is None or row["workspace_id"] != workspace_id or row["mode"] != mode:
         return None
+    return _order_of_row(row, True)
+
+
+def _order_of_row(row: Row, held: bool) -> Order:
     items = [dict(zip(_ITEM_FIELDS, item[1:], strict=True)) for item in sorted(_loads_list(row["items_json"]))]
     payments = sorted(
         (Payment(*payment) for payment in _loads_list(row["payments_json"])), key=lambda p: (p.created_at, p.id)

@@ -158,9 +158,7 @@ def _shown(value: object) -> str | None:
 async def get_order(db: Database, principal: Principal, order_id: str, *, base_url: str) -> bytes:
     """The order's JSON: its stored document (one statement), or rendered from its rows when it
     predates documents."""
-    found = await db.read(
-        lambda tx: repository.get_document(tx, principal.workspace_id, principal.mode, order_id), snapshot=False
-    )
+    found = await repository.get_document(db, principal.workspace_id, principal.mode, order_id)
     if found is None:
         raise ApiError.not_found("order", order_id)
     if found[0] is not None:

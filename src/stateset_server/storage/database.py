@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 __all__ = [
     "IN_WORKSPACE",
     "NEXT_NUMBER",
     "Database",
+    "Lookup",
     "RequiredRowMissing",
     "Row",
     "Stale",
@@ -109,6 +111,16 @@ class Tx(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Lookup:
+    """A read of one row by its key, in two forms: `one` takes the key as `$1`; `many` takes an
+    array of keys as `$1` and returns the key as its first column. PostgreSQL sends the look-ups that
+    come in while others are on their way as one `many` statement (postgres.py: `_Lookups`)."""
+
+    one: str
+    many: str
+
+
 class Database(Protocol):
     dialect: str
     url: str
@@ -120,6 +132,10 @@ class Database(Protocol):
     async def read(self, fn: Callable[[Tx], Awaitable[T]], *, snapshot: bool = True) -> T:
         """Run `fn` against one consistent snapshot. `snapshot=False` is for a single statement, which
         is consistent by itself: it runs without BEGIN/COMMIT (on PostgreSQL, two round trips fewer)."""
+        ...
+
+    async def lookup(self, query: Lookup, key: str) -> Row | None:
+        """The row `query` finds for `key`, read as a single statement (no snapshot around it)."""
         ...
 
     async def ping(self) -> None: ...

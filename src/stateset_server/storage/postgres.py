@@ -17,7 +17,14 @@ from typing import Any, TypeVar
 import asyncpg
 
 from stateset_server.storage.batching import MAX_ARGS, PendingWrites, rows_statement, tables_read, target_table
-from stateset_server.storage.database import NEXT_NUMBER, RequiredRowMissing, Row, Stale, StorageUnavailable
+from stateset_server.storage.database import (
+    NEXT_NUMBER,
+    Lookup,
+    RequiredRowMissing,
+    Row,
+    Stale,
+    StorageUnavailable,
+)
 from stateset_server.storage.epoch import NotifyEpochs, TxCacheHooks, channel
 
 __all__ = ["PostgresDatabase", "PostgresTx"]
@@ -365,6 +372,67 @@ class _Pool:
             await conn.close()
 
 
+class _Lookups:
+    """Look-ups of one `Lookup`, sent together: a look-up that comes in while `IN_FLIGHT` statements
+    of it are on their way waits for the next, which carries every key asked for meanwhile as one
+    `many` statement. Idle, a look-up goes at once, alone; under load, one round trip and one
+    statement serve many (each costs the server and asyncpg more than a row does). Every statement
+    is sent after each of its keys was asked for, so it sees every write acknowledged before that."""
+
+    IN_FLIGHT = 2
+
+    def __init__(self, pool: _Pool, query: Lookup) -> None:
+        self._pool = pool
+        self._sql = query.many
+        self._waiting: dict[str, list[asyncio.Future[Row | None]]] = {}
+        self._sending: set[asyncio.Task[None]] = set()  # referenced, so that no running one is collected
+        self.statements = 0
+
+    async def get(self, key: str) -> Row | None:
+        future: asyncio.Future[Row | None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(key, []).append(future)
+        if len(self._sending) < self.IN_FLIGHT:
+            self._send()
+        return await future
+
+    def _send(self) -> None:
+        batch, self._waiting = self._waiting, {}
+        self.statements += 1
+        task = asyncio.get_running_loop().create_task(self._run(batch))
+        self._sending.add(task)
+        task.add_done_callback(self._sent)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._sending.discard(task)
+        if self._waiting and len(self._sending) < self.IN_FLIGHT:
+            self._send()
+
+    async def _run(self, batch: dict[str, list[asyncio.Future[Row | None]]]) -> None:
+        try:
+            async with self._pool.acquire() as conn:
+                rows = await conn.fetch(self._sql, list(batch))
+        except BaseException as exc:  # every look-up of the statement fails with it
+            for futures in batch.values():
+                for future in futures:
+                    if future.done():
+                        continue
+                    if isinstance(exc, _UNAVAILABLE):
+                        future.set_exception(StorageUnavailable(str(exc)))
+                    elif isinstance(exc, Exception):
+                        future.set_exception(exc)
+                    else:
+                        future.cancel()
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            found = {row[0]: row for row in rows}
+            for key, futures in batch.items():
+                row = found.get(key)
+                for future in futures:
+                    if not future.done():
+                        future.set_result(row)
+
+
 class PostgresDatabase:
     dialect = "postgres"
 
@@ -373,6 +441,7 @@ class PostgresDatabase:
         self._pool = pool
         self._counters = _Counters(url)
         self.epochs = NotifyEpochs(url)
+        self._lookups: dict[Lookup, _Lookups] = {}
 
     @classmethod
     async def open(cls, url: str) -> PostgresDatabase:
@@ -427,6 +496,12 @@ class PostgresDatabase:
                     return await fn(PostgresTx(conn))
         except _UNAVAILABLE as exc:
             raise StorageUnavailable(str(exc)) from exc
+
+    async def lookup(self, query: Lookup, key: str) -> Row | None:
+        lookups = self._lookups.get(query)
+        if lookups is None:
+            lookups = self._lookups[query] = _Lookups(self._pool, query)
+        return await lookups.get(key)
 
     async def ping(self) -> None:
         try:

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TypeVar
 
-from stateset_server.storage.database import NEXT_NUMBER, Row, Stale, StorageUnavailable, sqlite_path
+from stateset_server.storage.database import NEXT_NUMBER, Lookup, Row, Stale, StorageUnavailable, sqlite_path
 from stateset_server.storage.epoch import FileEpochs, TxCacheHooks
 from stateset_server.storage.wakeup import WriteWakeups
 
@@ -389,6 +389,9 @@ class SQLiteDatabase:
             return run_sync(fn(self._read_tx))
         finally:
             reader.execute("COMMIT")
+
+    async def lookup(self, query: Lookup, key: str) -> Row | None:
+        return self._reader.execute(_sql(query.one), (key,)).fetchone()
 
     async def ping(self) -> None:
         try:
