@@ -18,6 +18,7 @@ from stateset_server.core.money import (
     parse_amount,
     parse_rate,
     round_half_up,
+    round_ratio_half_up,
 )
 
 CURRENCIES = ["USD", "EUR", "JPY", "KWD", "CLF", "USDC"]
@@ -86,6 +87,24 @@ def test_round_half_up_matches_decimal(currency: str, micro: int, rate: Decimal)
     step = Decimal(1).scaleb(6 - currency_exponent(currency))
     expected = (Decimal(micro) * rate / step).quantize(Decimal(1), ROUND_HALF_UP) * step
     assert round_half_up(exact, currency) == int(expected)
+
+
+@given(
+    st.sampled_from(CURRENCIES),
+    st.integers(min_value=-(10**18), max_value=10**18),
+    st.integers(min_value=1, max_value=10**7),
+    st.integers(min_value=1, max_value=1000),
+)
+def test_round_ratio_half_up_is_round_half_up(currency: str, numerator: int, denominator: int, scale: int) -> None:
+    """Integer rounding of a ratio, reduced or not, equals rounding the exact fraction (as the tax
+    of an order: subtotal × rate numerator over rate denominator)."""
+    expected = round_half_up(Fraction(numerator, denominator), currency)
+    assert round_ratio_half_up(numerator, denominator, currency) == expected
+    assert round_ratio_half_up(numerator * scale, denominator * scale, currency) == expected
+    exact = Decimal(numerator) / Decimal(denominator)  # only where Decimal is exact
+    if Fraction(exact) == Fraction(numerator, denominator):
+        step = Decimal(1).scaleb(6 - currency_exponent(currency))
+        assert expected == int((exact / step).quantize(Decimal(1), ROUND_HALF_UP) * step)
 
 
 def test_round_half_up_on_halves() -> None:

@@ -25,6 +25,7 @@ __all__ = [
     "parse_amount",
     "parse_rate",
     "round_half_up",
+    "round_ratio_half_up",
 ]
 
 MICRO = 1_000_000
@@ -108,14 +109,17 @@ def parse_rate(value: str) -> Fraction:
 
 def round_half_up(micro: Fraction, currency: str) -> int:
     """Round an exact micro-unit quantity to the currency's precision, halves away from zero."""
+    return round_ratio_half_up(micro.numerator, micro.denominator, currency)
+
+
+def round_ratio_half_up(numerator: int, denominator: int, currency: str) -> int:
+    """`round_half_up` of numerator / denominator micro-units (denominator > 0), in integers only:
+    Fraction arithmetic cost several µs per order."""
     step = 10 ** (6 - currency_exponent(currency))
-    units = micro / step
-    rounded = (
-        (units.numerator * 2 + units.denominator) // (units.denominator * 2)
-        if units >= 0
-        else -(((-units).numerator * 2 + units.denominator) // (units.denominator * 2))
-    )
-    return rounded * step
+    scale = denominator * step  # units of the currency's precision = numerator / scale
+    if numerator >= 0:
+        return (numerator * 2 + scale) // (scale * 2) * step
+    return -((-numerator * 2 + scale) // (scale * 2)) * step
 
 
 @functools.lru_cache(maxsize=4096)  # pure, and an order shows a dozen amounts, mostly recurring ones

@@ -396,10 +396,16 @@ async def restock(
     )  # fmt: skip
 
 
-async def keep_for_payment(tx: Tx, principal: Principal, order_id: str, wanted: dict[str, int], now: int) -> None:
+async def keep_for_payment(
+    tx: Tx, principal: Principal, order_id: str, wanted: dict[str, int], now: int, *, held: Held | None = None
+) -> None:
     """A paid order's reservations no longer expire, and what expired before it was paid is reserved
     again (INSUFFICIENT_INVENTORY if gone). One statement when nothing is missing; one that needs
-    no answer when the order wants none (PostgreSQL sends it with the next: storage/batching.py)."""
+    no answer when the order wants none (PostgreSQL sends it with the next: storage/batching.py);
+    none when it wants none and holds none (`held`, as for `commit_order`: only the order's own
+    creation and payment make reservations, and both change the order)."""
+    if not wanted and held is not None and not held:
+        return
     sql = f"UPDATE reservations SET expires_at = NULL, updated_at = $4 WHERE order_id = $1 AND {IN_WORKSPACE}"
     sql += " AND status = 'active'"
     if not wanted:

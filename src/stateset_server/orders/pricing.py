@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
-from stateset_server.core.money import round_half_up
+from stateset_server.core.money import round_half_up, round_ratio_half_up
 
 __all__ = ["Pricing", "Totals", "price_order"]
 
@@ -35,7 +35,8 @@ class Totals:
 
 def price_order(line_totals: list[int], currency: str, pricing: Pricing) -> Totals:
     subtotal = sum(line_totals)
-    tax = round_half_up(subtotal * pricing.tax_rate, currency)
-    free = subtotal == 0 or (pricing.free_shipping_over is not None and subtotal >= pricing.free_shipping_over)
+    rate, over = pricing.tax_rate, pricing.free_shipping_over
+    tax = round_ratio_half_up(subtotal * rate.numerator, rate.denominator, currency)
+    free = subtotal == 0 or (over is not None and subtotal * over.denominator >= over.numerator)
     shipping = 0 if free else round_half_up(pricing.shipping_flat, currency)
     return Totals(subtotal, tax, shipping, subtotal + tax + shipping)

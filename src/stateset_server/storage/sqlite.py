@@ -79,6 +79,10 @@ def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
+# A savepoint's name and the counters as they were when it began (`SQLiteTx.mark`).
+_Mark = tuple[str, list[tuple[tuple[str, str, str], int, int]]]
+
+
 class SQLiteTx(TxCacheHooks):
     dialect = "sqlite"
     speculative = False
@@ -111,16 +115,29 @@ class SQLiteTx(TxCacheHooks):
     @contextmanager
     def undoable(self, name: str) -> Iterator[None]:
         """A SAVEPOINT: on an exception its writes, and the numbers taken since, are undone."""
-        numbers = [(key, held[0], held[1]) for key, held in self._numbers.items()]
-        self._conn.execute(f"SAVEPOINT {name}")
+        mark = self.mark(name)
         try:
             yield
         except BaseException:
-            self._conn.execute(f"ROLLBACK TO {name}")
-            self._conn.execute(f"RELEASE {name}")
-            self._numbers = {key: [value, stored] for key, value, stored in numbers}
+            self.undo(mark)
             raise
+        self.keep(mark)
+
+    # `undoable` in three calls, for the group writer's loop (a generator-based context manager per
+    # unit cost more than its two statements).
+    def mark(self, name: str) -> _Mark:
+        numbers = [(key, held[0], held[1]) for key, held in self._numbers.items()] if self._numbers else []
+        self._conn.execute(f"SAVEPOINT {name}")
+        return name, numbers
+
+    def undo(self, mark: _Mark) -> None:
+        name, numbers = mark
+        self._conn.execute(f"ROLLBACK TO {name}")
         self._conn.execute(f"RELEASE {name}")
+        self._numbers = {key: [value, stored] for key, value, stored in numbers}
+
+    def keep(self, mark: _Mark) -> None:
+        self._conn.execute(f"RELEASE {mark[0]}")
 
     @asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
@@ -332,12 +349,16 @@ class _GroupCommitWriter:
         tx = self._tx
         outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         for fn, future in group:
+            mark = tx.mark("unit")
             try:
-                with tx.undoable("unit"):
-                    result = run_sync(fn(tx))
-            except Exception as exc:  # the unit's own error goes back to its caller only
-                outcomes.append((future, None, exc))
+                result = run_sync(fn(tx))
+            except BaseException as exc:
+                tx.undo(mark)
+                if not isinstance(exc, Exception):
+                    raise
+                outcomes.append((future, None, exc))  # the unit's own error goes back to its caller only
             else:
+                tx.keep(mark)
                 outcomes.append((future, result, None))
         return outcomes
 
