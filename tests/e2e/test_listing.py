@@ -177,7 +177,10 @@ def test_offset_and_the_deprecated_page(seeded: tuple[httpx.Client, list[dict]])
     assert ids(page) == newest_first[14:21]
     assert page.json()["pagination"]["current_page"] == 3 and page.json()["pagination"]["page_count"] == 5
     assert ids(client.get("/v1/orders", params={"limit": 7, "offset": 28})) == newest_first[28:]
-    assert client.get("/v1/orders", params={"offset": 30}).json()["data"] == []
+    past_the_end = client.get("/v1/orders", params={"offset": 30}).json()
+    assert past_the_end["data"] == []
+    # No row carries the count (it rides in the page's statement): it is counted on its own.
+    assert past_the_end["pagination"]["total_count"] == len(orders) == past_the_end["total_count"]
 
 
 @pytest.mark.parametrize(("sort", "order"), [("created_at", "desc"), ("total", "asc"), ("status,total", "asc,desc")])
@@ -275,6 +278,10 @@ def test_counts_are_capped_unless_asked_for(ws: Workspace) -> None:
     assert exact["pagination"]["total_count"] == 1_100 and exact["pagination"]["total_count_exact"] is True
     filtered = client.get("/v1/orders", params={"order_number_gt": "2095"}).json()
     assert filtered["pagination"]["total_count"] == 5 and filtered["pagination"]["total_count_exact"] is True
+    for include in ({}, {"include": "total_count"}):  # an empty page's count, capped and exact
+        beyond = client.get("/v1/orders", params={"limit": 100, "offset": 2_000, **include}).json()
+        assert beyond["data"] == [] and beyond["pagination"]["total_count"] == (1_100 if include else 1_000)
+        assert beyond["pagination"]["total_count_exact"] is bool(include)
 
 
 def test_events_use_the_same_list_engine(seeded: tuple[httpx.Client, list[dict]]) -> None:

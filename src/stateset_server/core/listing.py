@@ -361,8 +361,18 @@ async def fetch_page(tx: Tx, spec: ListSpec, query: ListQuery, principal: Princi
 
     order = ", ".join(f"{column} {direction(d)}" for _n, column, d in query.sort)
     keys = ", ".join(f"{column} AS _k{i}" for i, (_n, column, _d) in enumerate(query.sort))
+    # The count (first pages only: later ones carry it in their cursor) rides in the page's statement
+    # as a scalar subquery, run once (its parameters are the page's first ones): one round trip on
+    # PostgreSQL instead of two. An empty page returns no row to carry it; it is then counted alone.
+    if query.cursor is not None and "t" in query.cursor:
+        counting = None
+    elif query.exact_count:
+        counting = f"SELECT count(*) FROM {spec.table} WHERE {filters}"
+    else:
+        counting = f"SELECT count(*) FROM (SELECT 1 FROM {spec.table} WHERE {filters} LIMIT {COUNT_CAP + 1}) AS capped"
+    counted = f", ({counting}) AS _count" if counting else ""
     rows = await tx.fetch(
-        f"SELECT {columns}, {keys} FROM {spec.table} WHERE {' AND '.join(where)} ORDER BY {order}"
+        f"SELECT {columns}, {keys}{counted} FROM {spec.table} WHERE {' AND '.join(where)} ORDER BY {order}"
         f" LIMIT {query.limit + 1} OFFSET {query.offset}",
         *sql.args,
     )
@@ -371,16 +381,12 @@ async def fetch_page(tx: Tx, spec: ListSpec, query: ListQuery, principal: Princi
     if not forward:
         rows.reverse()
 
-    if query.cursor is not None and "t" in query.cursor:
+    if counting is None:
+        assert query.cursor is not None
         total, exact = int(query.cursor["t"]), bool(query.cursor["x"])
-    elif query.exact_count:
-        total, exact = int(await tx.fetchval(f"SELECT count(*) FROM {spec.table} WHERE {filters}", *filter_args)), True
     else:
-        bounded = await tx.fetchval(
-            f"SELECT count(*) FROM (SELECT 1 FROM {spec.table} WHERE {filters} LIMIT {COUNT_CAP + 1}) AS capped",
-            *filter_args,
-        )
-        total, exact = min(int(bounded), COUNT_CAP), int(bounded) <= COUNT_CAP
+        found = int(rows[0]["_count"]) if rows else int(await tx.fetchval(counting, *filter_args))
+        total, exact = (found, True) if query.exact_count else (min(found, COUNT_CAP), found <= COUNT_CAP)
 
     page_number = int(query.cursor.get("p", 1)) if query.cursor is not None else query.offset // query.limit + 1
     has_more = extra if forward else True
