@@ -59,7 +59,8 @@ class Order(msgspec.Struct, frozen=True):
     payments: list[Payment] = msgspec.field(default_factory=list)
     document: str | None = None  # as stored (orders/document.py), when read for a change
     # Its active stock reservations (id, sku, location, quantity), when read with the row held for a
-    # change (`repository.get_order(for_update=True)`); None: not read.
+    # change (`repository.get_order(for_update=True)`) or prepared ahead of one (`read_order`); None:
+    # not read.
     held: list[tuple[str, str, str, int]] | None = None
 
     @property

@@ -217,9 +217,9 @@ def _get_order_sql(dialect: str, lock: str, held: bool, where: str = f"id = $1 A
 
 
 _GET_ORDER = {
-    (dialect, lock, held): _get_order_sql(dialect, lock, held)
+    (dialect, for_update): _get_order_sql(dialect, " FOR UPDATE" if for_update else "", for_update)
     for dialect in _AGGREGATE
-    for lock, held in (("", False), ("", True), (" FOR UPDATE", True))
+    for for_update in (False, True)
 }
 
 
@@ -234,20 +234,17 @@ HELD_ORDER = {
 }
 
 
-async def get_order(
-    tx: Tx, workspace_id: str, mode: str, order_id: str, *, for_update: bool = False, held: bool = False
-) -> Order | None:
+async def get_order(tx: Tx, workspace_id: str, mode: str, order_id: str, *, for_update: bool = False) -> Order | None:
     """The order when it exists in this workspace and mode; another tenant's id reads as absent.
-    With `held` (always when `for_update`), `Order.held` is read too."""
-    held = held or for_update
-    row = await tx.fetchrow(
-        _GET_ORDER[tx.dialect, " FOR UPDATE" if for_update else "", held], order_id, workspace_id, mode
-    )
-    return None if row is None else _order_of_row(row, held)
+    `for_update`: the row held for a change (locked on PostgreSQL), and `Order.held` read too."""
+    row = await tx.fetchrow(_GET_ORDER[tx.dialect, for_update], order_id, workspace_id, mode)
+    return None if row is None else _order_of_row(row, for_update)
 
 
 async def read_order(db: Database, workspace_id: str, mode: str, order_id: str) -> Order | None:
-    """`get_order(…, held=True)` as one statement of its own, outside any transaction."""
+    """The order and its active reservations (`Order.held`) as `get_order(…, for_update=True)` reads
+    them, but as one statement of its own, outside any transaction and without a lock: a command
+    prepared ahead of its transaction (orders/lifecycle.py) reads it so."""
     row = await db.lookup(HELD_ORDER[db.dialect], order_id)
     if row is None or row["workspace_id"] != workspace_id or row["mode"] != mode:
         return None
