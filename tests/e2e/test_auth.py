@@ -139,6 +139,11 @@ def test_no_key_ever_sees_another_workspaces_data(ws: Workspace, other_ws: Works
     mine = ws.client().post("/v1/orders", json=ORDER).json()
     theirs = other_ws.client()
     assert_error(theirs.get(f"/v1/orders/{mine['id']}"), 404, "RESOURCE_NOT_FOUND")
+    # A pure command (hold) reads the order ahead of its transaction, by id alone and then its
+    # workspace checked (orders/repository.py: read_order): another workspace's hold finds nothing,
+    # and the order stays as it was.
+    assert_error(theirs.post(f"/v1/orders/{mine['id']}/hold"), 404, "RESOURCE_NOT_FOUND")
+    assert ws.client().get(f"/v1/orders/{mine['id']}").json()["status"] == mine["status"]
     event_id = ws.client().get("/v1/events").json()["data"][0]["id"]
     assert_error(theirs.get(f"/v1/events/{event_id}"), 404, "RESOURCE_NOT_FOUND")
     assert theirs.get("/v1/events").json()["data"] == []

@@ -168,7 +168,16 @@ def _order(row: Row, items: list[Row], payments: list[Payment], document: str | 
     )
 
 
-# An order's document by id alone (its workspace and mode are compared here): one form for a single
+async def _look_up(db: Database, query: Lookup, workspace_id: str, mode: str, order_id: str) -> Row | None:
+    """An order's row found by id alone (`Database.lookup`), kept only in the caller's workspace and
+    mode: another tenant's id reads as absent. The query returns `workspace_id` and `mode`."""
+    row = await db.lookup(query, order_id)
+    if row is None or row["workspace_id"] != workspace_id or row["mode"] != mode:
+        return None
+    return row
+
+
+# An order's document by id alone (`_look_up` compares the workspace and mode): one form for a single
 # id, one for many, as PostgreSQL sends concurrent GETs together (`Database.lookup`).
 DOCUMENT = Lookup(
     one="SELECT id, workspace_id, mode, document FROM orders WHERE id = $1",
@@ -179,10 +188,8 @@ DOCUMENT = Lookup(
 async def get_document(db: Database, workspace_id: str, mode: str, order_id: str) -> tuple[str | None] | None:
     """The order's stored document (None inside when the order predates documents); None: no order
     (another tenant's id reads as absent)."""
-    row = await db.lookup(DOCUMENT, order_id)
-    if row is None or row[1] != workspace_id or row[2] != mode:
-        return None
-    return (row[3],)
+    row = await _look_up(db, DOCUMENT, workspace_id, mode, order_id)
+    return None if row is None else (row["document"],)
 
 
 # An order is read with its items and payments in one statement (one round trip, and on SQLite one
@@ -223,8 +230,8 @@ _GET_ORDER = {
 }
 
 
-# The order with its active reservations, by id alone (`Database.lookup`; the workspace and mode are
-# compared in `read_order`): PostgreSQL sends concurrent commands' reads of their orders together.
+# The order with its active reservations, by id alone (`_look_up` compares the workspace and mode):
+# PostgreSQL sends concurrent commands' reads of their orders together.
 HELD_ORDER = {
     dialect: Lookup(
         one=_get_order_sql(dialect, "", True, "id = $1"),
@@ -245,10 +252,8 @@ async def read_order(db: Database, workspace_id: str, mode: str, order_id: str) 
     """The order and its active reservations (`Order.held`) as `get_order(…, for_update=True)` reads
     them, but as one statement of its own, outside any transaction and without a lock: a command
     prepared ahead of its transaction (orders/lifecycle.py) reads it so."""
-    row = await db.lookup(HELD_ORDER[db.dialect], order_id)
-    if row is None or row["workspace_id"] != workspace_id or row["mode"] != mode:
-        return None
-    return _order_of_row(row, True)
+    row = await _look_up(db, HELD_ORDER[db.dialect], workspace_id, mode, order_id)
+    return None if row is None else _order_of_row(row, True)
 
 
 def _order_of_row(row: Row, held: bool) -> Order:
