@@ -62,6 +62,19 @@ def test_concurrent_lookups_each_get_their_own_row(engine: str, tmp_path: Path) 
 
 
 @pytest.mark.parametrize("engine", ["sqlite", "postgres"])
+def test_a_key_no_row_can_have_finds_nothing_and_hurts_no_other_lookup(engine: str, tmp_path: Path) -> None:
+    """A NUL (a path id can carry one, as %00) cannot be in PostgreSQL text: sent, it would fail the
+    statement and every look-up sent with it."""
+    keys = ["t1", "t\x002", "t3"] * 20
+
+    async def scenario(db: Any) -> list[Any]:
+        rows = await asyncio.gather(*(db.lookup(THING, key) for key in keys))
+        return [None if row is None else row[0] for row in rows]
+
+    assert _run(engine, tmp_path, 10, scenario) == ["t1", None, "t3"] * 20
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
 def test_a_lookup_sees_every_write_acknowledged_before_it(engine: str, tmp_path: Path) -> None:
     async def scenario(db: Any) -> list[str]:
         stop = asyncio.Event()

@@ -498,6 +498,8 @@ class PostgresDatabase:
             raise StorageUnavailable(str(exc)) from exc
 
     async def lookup(self, query: Lookup, key: str) -> Row | None:
+        if "\x00" in key:  # PostgreSQL text cannot hold it, so no row has it; sent, it would fail the
+            return None  # statement, and with it every look-up sent together (a path id can carry one)
         lookups = self._lookups.get(query)
         if lookups is None:
             lookups = self._lookups[query] = _Lookups(self._pool, query)
