@@ -216,6 +216,29 @@ def test_unknown_ids_are_404_resource_not_found(ws: Workspace) -> None:
 
 
 @pytest.mark.parametrize(
+    ("method", "path", "field"),
+    [
+        ("GET", "/v1/orders/ord_%00x", "order_id"),
+        ("POST", "/v1/orders/ord_%00x/hold", "order_id"),
+        ("GET", "/v1/customers/cus_%00x", "customer_id"),
+        ("GET", "/v1/products/SKU%00x", "sku"),
+        ("GET", "/v1/events/evt_%00x", "event_id"),
+        ("GET", "/v1/returns/ret_%00x", "return_id"),
+        ("GET", "/v1/orders?customer_id=cus_%00x", "customer_id"),
+        ("GET", "/v1/orders?search=a%00b", "search"),
+    ],
+)
+def test_a_nul_in_a_path_or_query_parameter_is_a_400(ws: Workspace, method: str, path: str, field: str) -> None:
+    """PostgreSQL text cannot hold NUL: a statement carrying one fails (it was a 500 there, and a
+    GET's failed look-up failed the look-ups sent with it). Refused up front on both engines."""
+    client = ws.client()
+    order = client.post("/v1/orders", json=ORDER).json()
+    error = error_of(client.request(method, path), 400, "VALIDATION_ERROR")
+    assert error["details"]["field"] == field and error["details"]["received"].count("\x00") == 1
+    assert client.get(f"/v1/orders/{order['id']}").status_code == 200  # and the server goes on
+
+
+@pytest.mark.parametrize(
     ("body", "status", "code", "field"),
     [
         # PostgreSQL text cannot hold NUL: refused up front on both engines, naming the field.

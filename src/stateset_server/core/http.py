@@ -257,6 +257,7 @@ class ApiRoute:
                         f"This API key cannot perform this operation; it needs the '{self.scope}' scope.",
                         {"required_scope": self.scope, "key_type": principal.kind},
                     )
+            _refuse_nul(request)
             key = request.headers.get("idempotency-key")
             if key is not None and principal is not None and self.method in _WRITES:
                 idempotency.check_key(key)
@@ -315,6 +316,24 @@ class ApiRoute:
                 request.app.state.inflight.discard(inflight)
             if admission is not None and admission.slot is not None:
                 await request.app.state.limiter.release(admission)
+
+
+def _refuse_nul(request: Request) -> None:
+    """A NUL (`%00`) in a path or query parameter is a 400 for every route: PostgreSQL text cannot
+    hold one, so it would fail the statement that carries it (bodies: validation.decode_body)."""
+    scope = request.scope
+    if "\x00" not in scope["path"] and b"%00" not in scope.get("query_string", b""):
+        return  # the usual case, told from the raw request without parsing its parameters
+    for kind, items in (("path", request.path_params.items()), ("query", request.query_params.multi_items())):
+        for name, value in items:
+            if isinstance(value, str) and "\x00" in value:
+                raise ApiError(
+                    "VALIDATION_ERROR",
+                    f"Invalid {kind} parameter '{name}': contains a NUL character",
+                    {"field": name, "issue": "contains a NUL character", "expected": "text without NUL (%00)",
+                     "received": value[:300]},
+                    status=400,
+                )  # fmt: skip
 
 
 async def read_json(request: Request, into: type[T], *, optional: bool = False) -> T:
