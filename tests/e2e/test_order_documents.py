@@ -7,7 +7,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from stateset_server.core.errors import ApiError
 from stateset_server.orders import lifecycle
+from stateset_server.payments import ledger
+from stateset_server.payments import service as payments
+from stateset_server.payments.fees import FeeSchedule
 from stateset_server.storage import with_database
 from stateset_server.workspaces.keys import Principal
 from tests.e2e.lifecycle_support import PATHS, WALLET, act, balance, fund, new_order, order_in
@@ -192,3 +196,92 @@ def test_concurrent_payments_move_money_once(ws: Workspace) -> None:
     stored, rendered = _both_ways(ws, order_id)
     assert stored == rendered and stored["status"] == "PAID"
     assert stored["payments"][0]["transaction_hash"] == paid[0]["transaction_hash"]
+
+
+def _pay_request() -> payments.PaymentRequest:
+    return payments.PaymentRequest("usdc", None, wallet_address=WALLET)
+
+
+def test_a_predicted_payment_records_the_ledger_rows_it_predicted(ws: Workspace, monkeypatch) -> None:
+    """A payment predicted ahead (`Outcome.writes`) is written as predicted: its ledger transaction
+    carries the payment's hash, its entries balance, and the wallet is debited once."""
+    client = ws.client()
+    warm = new_order(client, "1.00")  # creates the ledger accounts, so the next payment is predicted
+    fund(client, WALLET, warm["total"])
+    assert act(client, warm["id"], "pay", {"payment_method": {"type": "usdc", "wallet_address": WALLET}}).is_success
+    order = new_order(client, "10.00")
+    fund(client, WALLET, order["total"])
+    principal = Principal("key_test", ws.id, "test", "secret", frozenset())
+
+    async def scenario(db):
+        accounts = await ledger.committed_account_ids(db, principal, payments.charge_accounts(_pay_request()))
+        decide = lifecycle.pay(principal, _pay_request(), FeeSchedule(), accounts=accounts)
+        prepare, seen = lifecycle._prepare, []
+
+        async def spy(*args):
+            seen.append(await prepare(*args))
+            return seen[-1]
+
+        monkeypatch.setattr(lifecycle, "_prepare", spy)
+        shown, outcome = await lifecycle.run(db, principal, order["id"], decide, base_url="http://x", request_id=None)
+        rows = await db.read(
+            lambda tx: tx.fetch(
+                "SELECT t.hash, e.amount FROM ledger_transactions t JOIN ledger_entries e ON e.transaction_id = t.id"
+                " WHERE t.reference = $1",
+                outcome.payment.id,
+            )
+        )
+        [prepared] = seen
+        assert prepared is not None and prepared.outcome.writes is not None
+        return shown, outcome, prepared.outcome.payment, rows
+
+    shown, outcome, predicted, rows = run(with_database(ws.server.database_url, scenario))
+    assert shown.status == "PAID" and outcome.payment == predicted
+    assert {row[0] for row in rows} == {predicted.transaction_hash} and sum(row[1] for row in rows) == 0
+    assert len(rows) == 3 and balance(client, WALLET) == "0.00"
+    stored, rendered = _both_ways(ws, order["id"])
+    assert stored == rendered and stored["payments"][0]["id"] == predicted.id
+
+
+def test_a_payment_predicted_before_its_wallet_ran_dry_is_refused_and_writes_nothing(
+    ws: Workspace, monkeypatch
+) -> None:
+    """A payment prepared while its wallet held enough, written after another payment emptied it:
+    the prepared write's guard fails, the command is decided again in the same request and refused
+    (PAYMENT_FAILED), and neither the order, the ledger nor the payments change."""
+    client = ws.client()
+    pay = {"payment_method": {"type": "usdc", "wallet_address": WALLET}}
+    warm = new_order(client, "1.00")
+    fund(client, WALLET, warm["total"])
+    assert act(client, warm["id"], "pay", pay).is_success
+    late, first = new_order(client, "10.00"), new_order(client, "10.00")
+    fund(client, WALLET, late["total"])  # enough for one of them
+    principal = Principal("key_test", ws.id, "test", "secret", frozenset())
+
+    async def scenario(db):
+        accounts = await ledger.committed_account_ids(db, principal, payments.charge_accounts(_pay_request()))
+        decide = lifecycle.pay(principal, _pay_request(), FeeSchedule(), accounts=accounts)
+        stale = await lifecycle._prepare(db, principal, late["id"], decide, "http://x")
+        assert stale is not None and stale.outcome.writes is not None
+        assert act(ws.client(), first["id"], "pay", pay).is_success  # empties the wallet meanwhile
+
+        async def prepare_stale(*_args):
+            return stale
+
+        monkeypatch.setattr(lifecycle, "_prepare", prepare_stale)
+        with pytest.raises(ApiError) as refused:
+            await lifecycle.run(db, principal, late["id"], decide, base_url="http://x", request_id=None)
+        written = await db.read(
+            lambda tx: tx.fetchval(
+                "SELECT count(*) FROM ledger_transactions WHERE reference = $1", stale.outcome.payment.id
+            )
+        )
+        return refused.value, written
+
+    refused, written = run(with_database(ws.server.database_url, scenario))
+    assert refused.code == "PAYMENT_FAILED" and refused.details["reason"] == "insufficient_funds", refused
+    assert written == 0 and balance(client, WALLET) == "0.00"
+    got = client.get(f"/v1/orders/{late['id']}").json()
+    assert (got["status"], got["payments"], got["amount_paid"]) == ("CREATED", [], late["amount_paid"])
+    events = client.get("/v1/events", params={"object_id": late["id"], "limit": 100}).json()["data"]
+    assert [e["type"] for e in events] == ["order.created"]

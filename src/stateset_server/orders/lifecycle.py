@@ -51,6 +51,9 @@ class Outcome:
     events: list[str]
     payment: Payment | None = None
     refunds: list[Refund] = field(default_factory=list)
+    # A predicted outcome's own writes besides the order and its events (a payment's ledger rows):
+    # the prepared transaction runs them instead of deciding again. Stale when they no longer hold.
+    writes: Callable[[Tx], Awaitable[None]] | None = field(default=None, compare=False)
 
 
 Decide = Callable[[Tx, Order, int], Awaitable[Outcome]]
@@ -239,8 +242,9 @@ def pure(decide: Decide) -> Decide:
 
 
 def predicted(decide: Decide, predict: Callable[[Order, int], Outcome | None]) -> Decide:
-    """Attach to a command that moves money the pure function that tells its outcome ahead:
-    `decide` still runs in the transaction, and the prediction is used only if it matches exactly."""
+    """Attach to a command that moves money the pure function that tells its outcome ahead, with
+    the writes that record it (`Outcome.writes`). The transaction runs those writes, guarded, and
+    `decide` only if the order or what the writes check changed meanwhile."""
     decide.predict = predict  # type: ignore[attr-defined]
     return decide
 
@@ -265,12 +269,12 @@ async def _prepare(
     """A pure command's Python (deciding, rendering the order, its event snapshot and document) runs
     before its transaction, against the last committed order; the transaction then only checks the
     version and writes. On SQLite every write waits for one lock shared by all server processes, and
-    this keeps the Python out of it (commands that move money are predicted, and decided again
-    inside). On PostgreSQL a command that needs no other answer is then one statement (`Tx.guard`)
-    instead of BEGIN, a locked read, the writes and COMMIT. The order's active reservations are read
-    with it: they change only with the order's version, or expire before it is paid. None when this
-    cannot be done ahead (the command needs the transaction, or fails: it is decided again in the
-    transaction, which gives the authoritative answer)."""
+    this keeps the Python out of it (commands that move money are predicted, with the writes that
+    record them, checked inside). On PostgreSQL a command that needs no other answer is then one
+    statement (`Tx.guard`) instead of BEGIN, a locked read, the writes and COMMIT. The order's
+    active reservations are read with it: they change only with the order's version, or expire
+    before it is paid. None when this cannot be done ahead (the command needs the transaction, or
+    fails: it is decided again in the transaction, which gives the authoritative answer)."""
     is_pure, predict = getattr(decide, "pure", False), getattr(decide, "predict", None)
     if not is_pure and predict is None:
         return None
@@ -295,44 +299,36 @@ async def _prepare(
 async def _write_prepared(
     tx: Tx, principal: Principal, prepared: _Prepared, request_id: str | None
 ) -> tuple[OrderOut, Outcome] | None:
-    """Write a prepared command, if the order is still at the version it was decided on and a
-    command that moves money does exactly what was predicted. SQLite: else None, and nothing
-    written. PostgreSQL: else Stale, raised now or when the write is sent at the end as one
+    """Write a prepared command, if the order is still at the version it was decided on and what
+    a predicted command's own writes check still holds (`Outcome.writes`). SQLite: else None, and
+    nothing written. PostgreSQL: else Stale, raised now or when the write is sent at the end as one
     statement, and nothing written; the database then runs the transaction function again."""
     pure = getattr(prepared.decide, "pure", False)
     if tx.dialect == "postgres":
         try:
-            await _write_checked(tx, principal, prepared, request_id, pure=pure)
+            await _write_checked(tx, principal, prepared, request_id)
         except ApiError:  # held-back parts may be waiting: nothing of this try may be sent
             raise Stale from None
         return prepared.shown.order, prepared.outcome
     if pure:
         try:
-            await _write_checked(tx, principal, prepared, request_id, pure=True)
+            await _write_checked(tx, principal, prepared, request_id)
         except Stale:
             return None  # only its first statement guards: nothing was written
         return prepared.shown.order, prepared.outcome
-    try:
+    try:  # a predicted command's writes and its reservations can fail after the order's write
         async with tx.savepoint():
-            await _write_checked(tx, principal, prepared, request_id, pure=False)
+            await _write_checked(tx, principal, prepared, request_id)
     except (Stale, ApiError):
         return None  # decided again from the start, where errors get their authoritative answer
     return prepared.shown.order, prepared.outcome
 
 
-async def _write_checked(
-    tx: Tx, principal: Principal, prepared: _Prepared, request_id: str | None, *, pure: bool
-) -> None:
+async def _write_checked(tx: Tx, principal: Principal, prepared: _Prepared, request_id: str | None) -> None:
     await repository.update_order_if_current(tx, prepared.before, prepared.after, prepared.document)
-    if not pure:
-        tx.speculative = True
-        try:
-            outcome = await prepared.decide(tx, prepared.before, prepared.now)
-        finally:
-            tx.speculative = False
-        expected = prepared.outcome
-        if (outcome.order, outcome.events, outcome.payment) != (expected.order, expected.events, expected.payment):
-            raise Stale
+    writes = prepared.outcome.writes
+    if writes is not None:
+        await writes(tx)
     await _write_rest(tx, principal, prepared, request_id)
 
 
@@ -471,11 +467,15 @@ def pay(
         amount = amount_of(order)
         if amount == 0:
             return outcome(order, 0, None, now)
-        payment = payments.predict_charge(
+        charge = payments.predict_charge(
             order_id=order.id, currency=order.currency, amount=amount, request=request, schedule=schedule,
             now=now, ids=ids, accounts=accounts or {},
         )  # fmt: skip
-        return None if payment is None else outcome(order, amount, payment, now)
+        if charge is None:
+            return None
+        predicted = outcome(order, amount, charge.payment, now)
+        predicted.writes = lambda tx: charge.write(tx, principal)
+        return predicted
 
     return predicted(decide, predict)
 

@@ -144,14 +144,17 @@ async def post(
     entries: list[Entry],
     now: int,
     transaction_id: str | None = None,
+    guarded: bool = False,
 ) -> str:
-    """Write one balanced transaction; returns its hash (`0x` + 64 hex). Raises InsufficientFunds."""
+    """Write one balanced transaction; returns its hash (`0x` + 64 hex). Raises InsufficientFunds;
+    `guarded` (a payment prepared ahead of its transaction): a wallet short of funds makes the
+    write Stale instead (`Tx.guard`), and the command is then decided again."""
     if sum(e.amount for e in entries) != 0:
         raise ValueError("unbalanced ledger transaction")
     for entry in sorted(entries, key=lambda e: e.account_id):
         if not entry.is_wallet:
             continue
-        if tx.speculative:  # a predicted payment: a wallet short of funds voids the prediction
+        if guarded:
             await tx.guard(_DEBIT, entry.account_id, entry.amount)
             continue
         remaining = await tx.fetchval(_DEBIT, entry.account_id, entry.amount)

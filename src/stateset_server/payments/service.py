@@ -26,6 +26,7 @@ __all__ = [
     "SANDBOX_WALLET",
     "ChargeIds",
     "PaymentRequest",
+    "PredictedCharge",
     "charge",
     "charge_accounts",
     "fund_wallet",
@@ -109,6 +110,27 @@ def charge_accounts(request: PaymentRequest) -> list[str]:
     return [request.wallet_address or SANDBOX_WALLET, "merchant", "fees"]
 
 
+@dataclass(frozen=True)
+class PredictedCharge:
+    """A USDC charge told ahead of its transaction (`predict_charge`): the payment `charge` would
+    record, and what `write` then needs to record it without deciding again."""
+
+    payment: Payment
+    entries: list[ledger.Entry]
+    transaction_id: str
+    billing_address: dict[str, Any] | None
+
+    async def write(self, tx: Tx, principal: Principal) -> None:
+        """The ledger transaction and the payment, as `charge` writes them; Stale (`Tx.guard`) when
+        the wallet no longer holds enough, and the command is then decided again."""
+        payment = self.payment
+        await ledger.post(
+            tx, principal, kind="payment", reference=payment.id, entries=self.entries, now=payment.created_at,
+            transaction_id=self.transaction_id, guarded=True,
+        )  # fmt: skip
+        await repository.insert_payment(tx, principal, payment, self.billing_address)
+
+
 def predict_charge(
     *,
     order_id: str,
@@ -119,11 +141,11 @@ def predict_charge(
     now: int,
     ids: ChargeIds,
     accounts: dict[str, str],
-) -> Payment | None:
-    """The payment `charge` will record with these ids when it succeeds, computed without the
-    database: for a USDC payment from a named wallet whose accounts all exist (`accounts`, by
-    address). None when it cannot be told ahead. Whether the wallet holds enough is not known here:
-    `charge` decides that."""
+) -> PredictedCharge | None:
+    """The charge `charge` will make with these ids when it succeeds, computed without the database:
+    for a USDC payment from a named wallet whose accounts all exist (`accounts`, by address). None
+    when it cannot be told ahead. Whether the wallet holds enough is not known here: the write
+    checks it."""
     if request.simulate_failure or request.method != "usdc" or currency != "USDC" or request.wallet_address is None:
         return None
     fees = fees_for(request.method, amount, schedule)
@@ -131,11 +153,12 @@ def predict_charge(
     if any(amount and address not in accounts for _kind, address, amount in moves):
         return None
     entries = _entries(moves, accounts)
-    return _payment(
+    payment = _payment(
         ids.payment, order_id, request, amount, currency, fees, now,
         wallet=request.wallet_address,
         transaction_hash=ledger.transaction_hash(ids.transaction, "payment", ids.payment, entries),
     )  # fmt: skip
+    return PredictedCharge(payment, entries, ids.transaction, request.billing_address)
 
 
 def _payment(

@@ -65,9 +65,6 @@ class Tx(Protocol):
     dialect: str
     epochs: Any  # the database's cache markers (storage/epoch.py), or None
     invalidated: set[str]  # the caches this transaction has invalidated so far
-    # True while the transaction writes a change predicted outside it (orders/lifecycle.py): a check
-    # the prediction relied on is then a `guard` (Stale when it fails) rather than an answer awaited.
-    speculative: bool
 
     async def fetchrow(self, sql: str, *args: Any) -> Row | None: ...
     async def fetch(self, sql: str, *args: Any) -> list[Row]: ...

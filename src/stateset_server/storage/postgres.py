@@ -62,7 +62,6 @@ class PostgresTx(TxCacheHooks):
     (`finish`), which PostgreSQL applies atomically by itself: a create is then one round trip."""
 
     dialect = "postgres"
-    speculative = False
 
     def __init__(
         self,

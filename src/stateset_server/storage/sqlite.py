@@ -85,7 +85,6 @@ _Mark = tuple[str, list[tuple[tuple[str, str, str], int, int]]]
 
 class SQLiteTx(TxCacheHooks):
     dialect = "sqlite"
-    speculative = False
 
     def __init__(self, conn: sqlite3.Connection, epochs: FileEpochs | None = None) -> None:
         super().__init__(epochs)
