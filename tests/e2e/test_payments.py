@@ -35,6 +35,33 @@ def ledger_sums(ws: Workspace) -> tuple[int, int]:
     return run(read())
 
 
+def broken_links(ws: Workspace) -> int:
+    """Ledger entries whose account or transaction, and payments whose order, are missing or in
+    another workspace or mode. PostgreSQL has no foreign keys on these (its migration 12 says why),
+    so the writes themselves must keep the links."""
+
+    async def read() -> int:
+        db = await open_database(ws.server.database_url)
+        try:
+            return int(
+                await db.read(
+                    lambda tx: tx.fetchval(
+                        "SELECT (SELECT count(*) FROM ledger_entries e"
+                        "   LEFT JOIN ledger_transactions t ON t.id = e.transaction_id"
+                        "   LEFT JOIN ledger_accounts a ON a.id = e.account_id"
+                        "   WHERE t.id IS NULL OR a.id IS NULL"
+                        "   OR a.workspace_id <> t.workspace_id OR a.mode <> t.mode)"
+                        " + (SELECT count(*) FROM payments p LEFT JOIN orders o ON o.id = p.order_id"
+                        "   WHERE o.id IS NULL OR o.workspace_id <> p.workspace_id OR o.mode <> p.mode)"
+                    )
+                )
+            )
+        finally:
+            await db.close()
+
+    return run(read())
+
+
 def test_usdc_payment_moves_money_on_a_balanced_ledger(ws: Workspace) -> None:
     client = ws.client()
     fund(client, WALLET, "100")
@@ -59,7 +86,7 @@ def test_usdc_payment_moves_money_on_a_balanced_ledger(ws: Workspace) -> None:
         "transaction_hash": paid["transaction_hash"],
     }
     assert shown["payments"][0]["wallet_address"] == WALLET
-    assert ledger_sums(ws) == (0, 0)
+    assert ledger_sums(ws) == (0, 0) and broken_links(ws) == 0
 
 
 def test_evm_wallets_and_address_validation(ws: Workspace) -> None:
@@ -94,7 +121,7 @@ def test_insufficient_balance_is_402_and_moves_nothing(ws: Workspace) -> None:
     assert [e["type"] for e in client.get("/v1/events", params={"object_id": order["id"]}).json()["data"]] == [
         "order.created"
     ]
-    assert ledger_sums(ws) == (0, 0)
+    assert ledger_sums(ws) == (0, 0) and broken_links(ws) == 0
 
 
 def test_partial_payments_add_up_to_paid(ws: Workspace) -> None:
@@ -125,7 +152,7 @@ def test_the_sdk_pay_shape_without_a_wallet_uses_the_sandbox_wallet(ws: Workspac
     live_order = new_order(live)
     refused = act(live, live_order["id"], "pay", {"payment_method": {"type": "usdc"}})
     assert refused.status_code == 422 and refused.json()["error"]["code"] == "MISSING_REQUIRED_FIELD"
-    assert ledger_sums(ws) == (0, 0)
+    assert ledger_sums(ws) == (0, 0) and broken_links(ws) == 0
 
 
 @pytest.mark.parametrize(
@@ -213,7 +240,7 @@ def test_create_and_pay_is_all_or_nothing(ws: Workspace) -> None:
         assert next_number > order["order_number"]
     wrong_amount = client.post("/v1/orders", json={**body, "payment": {"method": "usdc", "amount": "5000"}})
     assert wrong_amount.status_code == 422 and wrong_amount.json()["error"]["details"]["field"] == "amount"
-    assert ledger_sums(ws) == (0, 0)
+    assert ledger_sums(ws) == (0, 0) and broken_links(ws) == 0
 
 
 def test_refunds_are_capped_cumulative_and_go_back_to_the_wallet(ws: Workspace) -> None:
@@ -248,7 +275,7 @@ def test_refunds_are_capped_cumulative_and_go_back_to_the_wallet(ws: Workspace) 
     nothing = act(client, returned["id"], "refund", {"amount": "0.01"})
     assert nothing.status_code == 409
     assert act(client, order["id"], "refund", {"amount": "0"}).status_code == 422
-    assert ledger_sums(ws) == (0, 0)
+    assert ledger_sums(ws) == (0, 0) and broken_links(ws) == 0
 
 
 def test_cancelling_a_paid_order_returns_the_money(ws: Workspace) -> None:
@@ -261,7 +288,7 @@ def test_cancelling_a_paid_order_returns_the_money(ws: Workspace) -> None:
     assert cancelled["status"] == "CANCELLED" and cancelled["amount_refunded"] == "5.00"
     assert cancelled["status_reason"] == "customer request"
     assert balance(client, WALLET) == "50.00"
-    assert ledger_sums(ws) == (0, 0)
+    assert ledger_sums(ws) == (0, 0) and broken_links(ws) == 0
 
 
 def test_fifty_concurrent_payments_charge_an_order_once(ws: Workspace) -> None:
@@ -284,7 +311,7 @@ def test_fifty_concurrent_payments_charge_an_order_once(ws: Workspace) -> None:
     final = client.get(f"/v1/orders/{order['id']}").json()
     assert len(final["payments"]) == 1 and final["amount_paid"] == final["total"]
     assert Decimal(balance(client, WALLET)) == Decimal("1000") - Decimal(final["total"])
-    assert ledger_sums(ws) == (0, 0)
+    assert ledger_sums(ws) == (0, 0) and broken_links(ws) == 0
 
 
 def test_concurrent_payments_from_one_wallet_never_overdraw_it(ws: Workspace) -> None:
@@ -307,7 +334,7 @@ def test_concurrent_payments_from_one_wallet_never_overdraw_it(ws: Workspace) ->
 
     assert fits == 2 and run(pay_all()) == [200] * fits + [402] * (8 - fits)
     assert Decimal(balance(client, WALLET)) == 50 - fits * Decimal(orders[0]["total"])
-    assert ledger_sums(ws) == (0, 0)
+    assert ledger_sums(ws) == (0, 0) and broken_links(ws) == 0
 
 
 def test_no_card_number_reaches_the_database_or_the_logs(ws: Workspace) -> None:
@@ -337,3 +364,32 @@ def test_no_card_number_reaches_the_database_or_the_logs(ws: Workspace) -> None:
     for number in numbers:
         assert number not in stored and number not in logs
         assert number[:12] not in stored
+
+
+def test_a_payment_without_its_order_is_refused_by_sqlite_and_found_by_the_audit(ws: Workspace) -> None:
+    """SQLite keeps the foreign keys; PostgreSQL dropped them (migration 12), and `broken_links`
+    then finds a payment whose order is missing: the audit the other tests run can fail."""
+    order = new_order(ws.client(), "1.00")
+
+    async def orphan() -> None:
+        db = await open_database(ws.server.database_url)
+        try:
+            await db.write(
+                lambda tx: tx.execute(
+                    "INSERT INTO payments (workspace_id, mode, id, order_id, method, status, amount,"
+                    " amount_refunded, currency, network_fee, processing_fee, created_at)"
+                    " SELECT workspace_id, mode, 'pay_orphan', 'ord_missing', 'card', 'succeeded', 100, 0, 'USD',"
+                    " 0, 0, created_at FROM orders WHERE id = $1",
+                    order["id"],
+                )
+            )
+        finally:
+            await db.close()
+
+    if ws.server.database_url.startswith("sqlite"):
+        with pytest.raises(Exception, match="FOREIGN KEY"):
+            run(orphan())
+        assert broken_links(ws) == 0
+    else:
+        run(orphan())
+        assert broken_links(ws) == 1
