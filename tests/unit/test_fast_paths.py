@@ -146,3 +146,27 @@ def test_a_marked_cache_serves_an_entry_only_under_the_marker_it_was_read_with(t
     for key in ("a", "b", "c"):  # full: starts over
         cache.put(epochs, marker, key, 0)
     assert cache.get(epochs, marker, "a") == (False, None) and cache.get(epochs, marker, "c") == (True, 0)
+
+
+def test_a_served_worker_collects_garbage_less_often_and_never_walks_what_it_loaded() -> None:
+    """`app_from_environment` (each worker's factory) freezes what is loaded and raises the first
+    generation's threshold; cycles made afterwards are still found."""
+    import gc
+
+    from stateset_server.app import _collect_garbage_less_often
+
+    threshold = gc.get_threshold()
+    try:
+        _collect_garbage_less_often()
+        assert gc.get_threshold()[0] == 20_000 and gc.get_freeze_count() > 1_000
+
+        class Node:
+            pass
+
+        node = Node()
+        node.self = node  # type: ignore[attr-defined]
+        del node
+        assert gc.collect() >= 1  # a cycle made after the freeze is collected
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
