@@ -342,9 +342,11 @@ class BenchDatabase:
     def settle(self) -> None:
         """After a bulk load, on PostgreSQL: VACUUM (ANALYZE), as pgbench does before its runs, so each
         run starts from tables with statistics and no dead rows left by the load (what autovacuum
-        gives a production server within a minute or so; these machines run PostgreSQL with it off)."""
+        gives a production server within a minute or so; these machines run PostgreSQL with it off),
+        then CHECKPOINT, so the load's dirty pages are not written out during the measured run."""
         if self.engine == "postgresql":
             self.query("VACUUM (ANALYZE)")
+            self.query("CHECKPOINT")
 
 
 def _sqlite_query(path: Path, sql: str) -> list[tuple[Any, ...]]:
