@@ -57,6 +57,47 @@ def test_one_failing_unit_does_not_fail_its_group(tmp_path: Path) -> None:
     assert groups < 60  # concurrent writes were committed together
 
 
+def test_a_failing_unit_rolls_its_group_back_once_and_only_its_writes_are_undone(tmp_path: Path) -> None:
+    """Units run without savepoints; when one fails the group is rolled back and run again, the ones
+    before it as before and it and the later ones each in a savepoint: one retry, its own writes
+    undone, everyone else's kept. A group where nothing fails takes no savepoint at all."""
+    url = f"sqlite:///{tmp_path}/s.db"
+    runs: dict[int, int] = {}
+    statements: list[str] = []
+
+    async def scenario() -> tuple[list[object], int, int, int]:
+        await migrate(url)
+        db = SQLiteDatabase.open(url)
+        try:
+
+            def insert(i: int, fail: bool):
+                async def unit(tx):
+                    runs[i] = runs.get(i, 0) + 1
+                    await tx.execute("INSERT INTO workspaces (id, name, created_at) VALUES ($1, 'w', 0)", f"ws_{i}")
+                    if fail:
+                        raise ValueError("boom")
+                    return i
+
+                return unit
+
+            outcomes = await asyncio.gather(
+                *(db.write(insert(i, fail=i == 4)) for i in range(10)), return_exceptions=True
+            )
+            retries, groups = db._writer.retries, db._writer.groups
+            db._writer._conn.set_trace_callback(statements.append)
+            await asyncio.gather(*(db.write(insert(i, fail=False)) for i in range(10, 20)))
+            count = await db.read(lambda tx: tx.fetchval("SELECT count(*) FROM workspaces"))
+            return outcomes, count, retries, groups
+        finally:
+            await db.close()
+
+    outcomes, count, retries, groups = asyncio.run(scenario())
+    assert [o if isinstance(o, int) else type(o) for o in outcomes] == [0, 1, 2, 3, ValueError, 5, 6, 7, 8, 9]
+    assert (groups, retries) == (1, 1) and count == 19
+    assert [runs[i] for i in range(10)] == [2, 2, 2, 2, 2, 1, 1, 1, 1, 1]
+    assert not [s for s in statements if "SAVEPOINT" in s] and "COMMIT" in statements
+
+
 def test_sqlite_is_in_wal_mode_with_full_sync(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/s.db"
     asyncio.run(migrate(url))

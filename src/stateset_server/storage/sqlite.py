@@ -184,9 +184,25 @@ class SQLiteTx(TxCacheHooks):
 _Unit = tuple[Callable[[SQLiteTx], Awaitable[Any]], asyncio.Future[Any]]
 
 
+class _Retry(Exception):
+    """A unit run without a savepoint of its own failed: the group is rolled back and run again,
+    that unit and the ones after it each in a savepoint."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(index)
+        self.index = index
+
+
 class _GroupCommitWriter:
     """Runs each group of write units on the event loop, from BEGIN IMMEDIATE to COMMIT, without
     handing anything to a thread while it holds the write lock.
+
+    Units run without savepoints, so a failing unit could not be undone alone: the group is then
+    rolled back and run again (`_Retry`), with that unit and every later one in a SAVEPOINT of its
+    own, which undoes a failing unit's writes and nothing else. Units are transaction functions and
+    may run again (PostgreSQL runs them again too). A savepoint per unit made SQLite copy every page
+    a unit changed first to its statement journal, for every unit: a fifth of a create's time under
+    the lock (docs/benchmarks.md, session 8).
 
     The units' statements are short and run where their Python runs, so no statement hands the GIL
     to another thread (handing it over per statement cost more than the statements). BEGIN and
@@ -218,9 +234,11 @@ class _GroupCommitWriter:
         self._tx = SQLiteTx(self._conn, epochs)
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-checkpoint")
         self._pending: list[_Unit] = []
+        self._isolated: set[asyncio.Future[Any]] = set()  # units to run in a savepoint of their own
         self._draining: asyncio.Task[None] | None = None
         self.groups = 0
         self.units = 0
+        self.retries = 0  # groups run again because a unit without a savepoint failed
         self.run_seconds = 0.0  # time the units ran while holding the write lock (bench/inprocess.py)
         self.commit_seconds = 0.0  # time COMMIT took (the writers' lock is held through it)
 
@@ -256,6 +274,7 @@ class _GroupCommitWriter:
                 if not busy or time.monotonic() > deadline:
                     _settle_all(self._pending, StorageUnavailable(f"write transaction failed: {exc}"))
                     self._pending = []
+                    self._isolated.clear()
                     return False
                 await self._wakeups.wait()
                 continue
@@ -284,7 +303,16 @@ class _GroupCommitWriter:
         try:
             started = time.perf_counter()
             try:
-                outcomes = self._run_group(group)
+                try:
+                    outcomes = self._run_group(group)
+                except _Retry as retry:
+                    self._tx.forget_numbers()
+                    self._conn.execute("ROLLBACK")
+                    self.run_seconds += time.perf_counter() - started
+                    self._isolated.update(future for _fn, future in group[retry.index :])
+                    self._pending[:0] = group  # first in line again: `_drain` begins anew
+                    self.retries += 1
+                    return
                 self._tx.flush_numbers()
                 self.run_seconds += time.perf_counter() - started
                 committing = time.perf_counter()
@@ -345,9 +373,17 @@ class _GroupCommitWriter:
         return False
 
     def _run_group(self, group: list[_Unit]) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
-        tx = self._tx
+        tx, isolated = self._tx, self._isolated
         outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
-        for fn, future in group:
+        for index, (fn, future) in enumerate(group):
+            if not isolated or future not in isolated:
+                try:
+                    result = run_sync(fn(tx))
+                except Exception:
+                    raise _Retry(index) from None
+                outcomes.append((future, result, None))
+                continue
+            isolated.discard(future)
             mark = tx.mark("unit")
             try:
                 result = run_sync(fn(tx))
