@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import uvloop
 
+from stateset_server.storage.database import Stale, StorageUnavailable
 from stateset_server.storage.migrate import MigrationError, _check, load_migrations, migrate
 from stateset_server.storage.sqlite import MMAP_SIZE, SQLiteDatabase, connect, run_sync
 from stateset_server.storage.wakeup import WriteWakeups
@@ -96,6 +97,45 @@ def test_a_failing_unit_rolls_its_group_back_once_and_only_its_writes_are_undone
     assert (groups, retries) == (1, 1) and count == 19
     assert [runs[i] for i in range(10)] == [2, 2, 2, 2, 2, 1, 1, 1, 1, 1]
     assert not [s for s in statements if "SAVEPOINT" in s] and "COMMIT" in statements
+
+
+def test_a_unit_that_raises_stale_has_its_writes_undone_and_runs_again(tmp_path: Path) -> None:
+    """`Stale` out of a transaction function means "decided on a state that changed": SQLite undoes
+    what the function wrote and runs it again, as PostgreSQL does; one that stays stale fails alone
+    with StorageUnavailable after a few runs, and its neighbours commit."""
+    url = f"sqlite:///{tmp_path}/s.db"
+    runs: dict[str, int] = {}
+
+    async def scenario() -> tuple[list[object], list[str]]:
+        await migrate(url)
+        db = SQLiteDatabase.open(url)
+        try:
+
+            def unit_of(name: str, stale_runs: int):
+                async def unit(tx):
+                    runs[name] = runs.get(name, 0) + 1
+                    await tx.execute(
+                        "INSERT INTO workspaces (id, name, created_at) VALUES ($1, $2, 0)", f"{name}_{runs[name]}", name
+                    )
+                    if runs[name] <= stale_runs:
+                        raise Stale
+                    return runs[name]
+
+                return unit
+
+            plan = {"a": 0, "b": 1, "c": 2, "d": 99, "e": 0}
+            outcomes = await asyncio.gather(
+                *(db.write(unit_of(name, stale)) for name, stale in plan.items()), return_exceptions=True
+            )
+            rows = await db.read(lambda tx: tx.fetch("SELECT id FROM workspaces ORDER BY id"))
+            return outcomes, [row[0] for row in rows]
+        finally:
+            await db.close()
+
+    outcomes, ids = asyncio.run(scenario())
+    assert outcomes[:3] == [2, 2, 3] and outcomes[4] == 1, outcomes  # a: run again after b's retry
+    assert isinstance(outcomes[3], StorageUnavailable)
+    assert ids == ["a_2", "b_2", "c_3", "e_1"]  # only each function's last, kept run is written
 
 
 def test_sqlite_is_in_wal_mode_with_full_sync(tmp_path: Path) -> None:

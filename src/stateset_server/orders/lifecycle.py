@@ -300,27 +300,21 @@ async def _write_prepared(
     tx: Tx, principal: Principal, prepared: _Prepared, request_id: str | None
 ) -> tuple[OrderOut, Outcome] | None:
     """Write a prepared command, if the order is still at the version it was decided on and what
-    a predicted command's own writes check still holds (`Outcome.writes`). SQLite: else None, and
-    nothing written. PostgreSQL: else Stale, raised now or when the write is sent at the end as one
-    statement, and nothing written; the database then runs the transaction function again."""
-    pure = getattr(prepared.decide, "pure", False)
-    if tx.dialect == "postgres":
-        try:
-            await _write_checked(tx, principal, prepared, request_id)
-        except ApiError:  # held-back parts may be waiting: nothing of this try may be sent
-            raise Stale from None
-        return prepared.shown.order, prepared.outcome
-    if pure:
+    a predicted command's own writes check still holds (`Outcome.writes`). Else nothing of it is
+    kept: a pure command on SQLite, whose only guard is its first statement, then gets None and is
+    decided again in the same call; otherwise Stale is raised (on PostgreSQL possibly only when the
+    write is sent at the end as one statement), its writes are undone with the transaction or the
+    unit, and the database runs the transaction function again (`Stale`), which decides it then."""
+    if tx.dialect == "sqlite" and getattr(prepared.decide, "pure", False):
         try:
             await _write_checked(tx, principal, prepared, request_id)
         except Stale:
             return None  # only its first statement guards: nothing was written
         return prepared.shown.order, prepared.outcome
-    try:  # a predicted command's writes and its reservations can fail after the order's write
-        async with tx.savepoint():
-            await _write_checked(tx, principal, prepared, request_id)
-    except (Stale, ApiError):
-        return None  # decided again from the start, where errors get their authoritative answer
+    try:
+        await _write_checked(tx, principal, prepared, request_id)
+    except ApiError:  # e.g. stock no longer held; PostgreSQL: held-back parts may be waiting
+        raise Stale from None
     return prepared.shown.order, prepared.outcome
 
 

@@ -54,9 +54,10 @@ class RequiredRowMissing(Exception):
 
 class Stale(Exception):
     """A `Tx.guard` statement returned no row: the work was decided against a state that has changed
-    since it was read, and nothing of it is kept. The caller decides it again; on PostgreSQL, where
-    the check may come only when the work is sent at the end, the database runs the transaction
-    function again (which must not guard the same way twice)."""
+    since it was read, and nothing of it is kept. The caller decides it again; or, raised out of a
+    transaction function (on PostgreSQL the check may come only when the work is sent at the end;
+    on SQLite after other writes of the function), the database undoes the function's writes and
+    runs it again (it must not guard the same way twice)."""
 
 
 class Tx(Protocol):

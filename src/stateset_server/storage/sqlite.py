@@ -33,6 +33,7 @@ __all__ = ["SQLiteDatabase", "connect", "run_sync"]
 
 T = TypeVar("T")
 MAX_GROUP = 512
+STALE_ATTEMPTS = 4  # runs of a unit whose function raised Stale, as PostgreSQL's write attempts
 BUSY_TIMEOUT = 10.0  # seconds a group waits for another connection's write lock before it fails
 CHECKPOINT_EVERY = 0.05  # seconds between checkpoints after commits (SQLite's own: every 1,000 pages)
 MMAP_SIZE = 1 << 30  # bytes of the database file mapped (address space, not memory)
@@ -182,6 +183,7 @@ class SQLiteTx(TxCacheHooks):
 
 
 _Unit = tuple[Callable[[SQLiteTx], Awaitable[Any]], asyncio.Future[Any]]
+_Outcome = tuple[asyncio.Future[Any], Any, BaseException | None]
 
 
 class _Retry(Exception):
@@ -372,9 +374,9 @@ class _GroupCommitWriter:
                 return copied == frames
         return False
 
-    def _run_group(self, group: list[_Unit]) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
+    def _run_group(self, group: list[_Unit]) -> list[_Outcome]:
         tx, isolated = self._tx, self._isolated
-        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        outcomes: list[_Outcome] = []
         for index, (fn, future) in enumerate(group):
             if not isolated or future not in isolated:
                 try:
@@ -384,18 +386,28 @@ class _GroupCommitWriter:
                 outcomes.append((future, result, None))
                 continue
             isolated.discard(future)
+            outcomes.append(self._run_isolated(fn, future))
+        return outcomes
+
+    def _run_isolated(self, fn: Callable[[SQLiteTx], Awaitable[Any]], future: asyncio.Future[Any]) -> _Outcome:
+        """One unit in a savepoint of its own: its error undoes its writes and goes back to its caller
+        only. Stale undoes them and runs the function again, as PostgreSQL does (`Stale`)."""
+        tx = self._tx
+        for _attempt in range(STALE_ATTEMPTS):
             mark = tx.mark("unit")
             try:
                 result = run_sync(fn(tx))
+            except Stale:
+                tx.undo(mark)
+                continue
             except BaseException as exc:
                 tx.undo(mark)
                 if not isinstance(exc, Exception):
                     raise
-                outcomes.append((future, None, exc))  # the unit's own error goes back to its caller only
-            else:
-                tx.keep(mark)
-                outcomes.append((future, result, None))
-        return outcomes
+                return future, None, exc
+            tx.keep(mark)
+            return future, result, None
+        return future, None, StorageUnavailable("the write kept finding its rows changed")
 
     async def close(self) -> None:
         while self._draining is not None:
