@@ -8,6 +8,7 @@ import os
 import sqlite3
 import stat
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -58,44 +59,53 @@ def test_one_failing_unit_does_not_fail_its_group(tmp_path: Path) -> None:
     assert groups < 60  # concurrent writes were committed together
 
 
+def _counted_insert(runs: dict[str, int], name: str, error: Callable[[int], Exception | None]):
+    """A unit that counts its runs and inserts a workspace named after itself and the run, then
+    raises `error(run)` if that is not None, else returns the run's number."""
+
+    async def unit(tx):
+        run = runs[name] = runs.get(name, 0) + 1
+        await tx.execute("INSERT INTO workspaces (id, name, created_at) VALUES ($1, $2, 0)", f"{name}_{run}", name)
+        failure = error(run)
+        if failure is not None:
+            raise failure
+        return run
+
+    return unit
+
+
+def _run_units(url: str, units: list) -> tuple[list[object], list[str], int, list[str]]:
+    """The units written at once (one group), then a group of five that all succeed: outcomes, the
+    workspaces' ids, the writer's retries, and the statements the second group ran."""
+    statements: list[str] = []
+
+    async def scenario() -> tuple[list[object], list[str], int, list[str]]:
+        await migrate(url)
+        db = SQLiteDatabase.open(url)
+        try:
+            outcomes = await asyncio.gather(*(db.write(unit) for unit in units), return_exceptions=True)
+            retries = db._writer.retries
+            db._writer._conn.set_trace_callback(statements.append)
+            await asyncio.gather(*(db.write(_counted_insert({}, f"ok{i}", lambda _run: None)) for i in range(5)))
+            rows = await db.read(lambda tx: tx.fetch("SELECT id FROM workspaces WHERE name NOT LIKE 'ok%' ORDER BY id"))
+            return outcomes, [row[0] for row in rows], retries, statements
+        finally:
+            await db.close()
+
+    return asyncio.run(scenario())
+
+
 def test_a_failing_unit_rolls_its_group_back_once_and_only_its_writes_are_undone(tmp_path: Path) -> None:
     """Units run without savepoints; when one fails the group is rolled back and run again, the ones
     before it as before and it and the later ones each in a savepoint: one retry, its own writes
     undone, everyone else's kept. A group where nothing fails takes no savepoint at all."""
-    url = f"sqlite:///{tmp_path}/s.db"
-    runs: dict[int, int] = {}
-    statements: list[str] = []
-
-    async def scenario() -> tuple[list[object], int, int, int]:
-        await migrate(url)
-        db = SQLiteDatabase.open(url)
-        try:
-
-            def insert(i: int, fail: bool):
-                async def unit(tx):
-                    runs[i] = runs.get(i, 0) + 1
-                    await tx.execute("INSERT INTO workspaces (id, name, created_at) VALUES ($1, 'w', 0)", f"ws_{i}")
-                    if fail:
-                        raise ValueError("boom")
-                    return i
-
-                return unit
-
-            outcomes = await asyncio.gather(
-                *(db.write(insert(i, fail=i == 4)) for i in range(10)), return_exceptions=True
-            )
-            retries, groups = db._writer.retries, db._writer.groups
-            db._writer._conn.set_trace_callback(statements.append)
-            await asyncio.gather(*(db.write(insert(i, fail=False)) for i in range(10, 20)))
-            count = await db.read(lambda tx: tx.fetchval("SELECT count(*) FROM workspaces"))
-            return outcomes, count, retries, groups
-        finally:
-            await db.close()
-
-    outcomes, count, retries, groups = asyncio.run(scenario())
-    assert [o if isinstance(o, int) else type(o) for o in outcomes] == [0, 1, 2, 3, ValueError, 5, 6, 7, 8, 9]
-    assert (groups, retries) == (1, 1) and count == 19
-    assert [runs[i] for i in range(10)] == [2, 2, 2, 2, 2, 1, 1, 1, 1, 1]
+    runs: dict[str, int] = {}
+    boom = ValueError("boom")
+    units = [_counted_insert(runs, f"u{i}", lambda _run, i=i: boom if i == 4 else None) for i in range(10)]
+    outcomes, ids, retries, statements = _run_units(f"sqlite:///{tmp_path}/s.db", units)
+    assert [o if isinstance(o, int) else type(o) for o in outcomes] == [2, 2, 2, 2, ValueError, 1, 1, 1, 1, 1]
+    assert [runs[f"u{i}"] for i in range(10)] == [2, 2, 2, 2, 2, 1, 1, 1, 1, 1] and retries == 1
+    assert ids == ["u0_2", "u1_2", "u2_2", "u3_2", "u5_1", "u6_1", "u7_1", "u8_1", "u9_1"]
     assert not [s for s in statements if "SAVEPOINT" in s] and "COMMIT" in statements
 
 
@@ -103,37 +113,11 @@ def test_a_unit_that_raises_stale_has_its_writes_undone_and_runs_again(tmp_path:
     """`Stale` out of a transaction function means "decided on a state that changed": SQLite undoes
     what the function wrote and runs it again, as PostgreSQL does; one that stays stale fails alone
     with StorageUnavailable after a few runs, and its neighbours commit."""
-    url = f"sqlite:///{tmp_path}/s.db"
     runs: dict[str, int] = {}
-
-    async def scenario() -> tuple[list[object], list[str]]:
-        await migrate(url)
-        db = SQLiteDatabase.open(url)
-        try:
-
-            def unit_of(name: str, stale_runs: int):
-                async def unit(tx):
-                    runs[name] = runs.get(name, 0) + 1
-                    await tx.execute(
-                        "INSERT INTO workspaces (id, name, created_at) VALUES ($1, $2, 0)", f"{name}_{runs[name]}", name
-                    )
-                    if runs[name] <= stale_runs:
-                        raise Stale
-                    return runs[name]
-
-                return unit
-
-            plan = {"a": 0, "b": 1, "c": 2, "d": 99, "e": 0}
-            outcomes = await asyncio.gather(
-                *(db.write(unit_of(name, stale)) for name, stale in plan.items()), return_exceptions=True
-            )
-            rows = await db.read(lambda tx: tx.fetch("SELECT id FROM workspaces ORDER BY id"))
-            return outcomes, [row[0] for row in rows]
-        finally:
-            await db.close()
-
-    outcomes, ids = asyncio.run(scenario())
-    assert outcomes[:3] == [2, 2, 3] and outcomes[4] == 1, outcomes  # a: run again after b's retry
+    plan = {"a": 0, "b": 1, "c": 2, "d": 99, "e": 0}
+    units = [_counted_insert(runs, name, lambda run, n=n: Stale() if run <= n else None) for name, n in plan.items()]
+    outcomes, ids, retries, _statements = _run_units(f"sqlite:///{tmp_path}/s.db", units)
+    assert outcomes[:3] == [2, 2, 3] and outcomes[4] == 1 and retries == 1, outcomes  # a: again after b's retry
     assert isinstance(outcomes[3], StorageUnavailable)
     assert ids == ["a_2", "b_2", "c_3", "e_1"]  # only each function's last, kept run is written
 
