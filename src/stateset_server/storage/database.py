@@ -10,6 +10,7 @@ from typing import Any, Protocol, TypeVar
 __all__ = [
     "IN_WORKSPACE",
     "NEXT_NUMBER",
+    "WRITE_ATTEMPTS",
     "Database",
     "Lookup",
     "RequiredRowMissing",
@@ -20,6 +21,7 @@ __all__ = [
     "is_unique_violation",
     "open_database",
     "sqlite_path",
+    "still_stale",
     "with_database",
 ]
 
@@ -58,6 +60,15 @@ class Stale(Exception):
     transaction function (on PostgreSQL the check may come only when the work is sent at the end;
     on SQLite after other writes of the function), the database undoes the function's writes and
     runs it again (it must not guard the same way twice)."""
+
+
+# Runs in all of a transaction function that raised Stale (or, on PostgreSQL, hit a deadlock).
+WRITE_ATTEMPTS = 4
+
+
+def still_stale() -> StorageUnavailable:
+    """What a write gets whose function was still Stale on its last attempt."""
+    return StorageUnavailable("the write kept finding its rows changed")
 
 
 class Tx(Protocol):

@@ -19,11 +19,13 @@ import asyncpg
 from stateset_server.storage.batching import MAX_ARGS, PendingWrites, rows_statement, tables_read, target_table
 from stateset_server.storage.database import (
     NEXT_NUMBER,
+    WRITE_ATTEMPTS,
     Lookup,
     RequiredRowMissing,
     Row,
     Stale,
     StorageUnavailable,
+    still_stale,
 )
 from stateset_server.storage.epoch import NotifyEpochs, TxCacheHooks, channel
 
@@ -48,7 +50,6 @@ _ROW_MISSING = "SS001"  # stateset_require_row (migration 0010): a required row 
 _NOT_CURRENT = "SS002"  # stateset_still_current (migration 0011): a guarded statement matched no row
 
 
-_ATTEMPTS = 4  # a transaction rolled back by a deadlock is run again up to this many times in all
 # A statement that runs longer than this is cancelled by the server. (asyncpg's own command_timeout
 # would arm a timer on the event loop for every statement; the server's limit costs nothing.)
 _SESSION = {"statement_timeout": "60000"}
@@ -456,14 +457,14 @@ class PostgresDatabase:
         """Run `fn` in one transaction. A deadlock (two transactions locking the same rows in other
         orders, e.g. bulk payments from overlapping wallets) rolls one back: it is run again, as
         transaction functions only change the database."""
-        for attempt in range(_ATTEMPTS):
+        for attempt in range(WRITE_ATTEMPTS):
             try:
                 return await self._write_once(fn)
             except Stale:  # an optimistic write found its row changed: the function decides again
-                if attempt == _ATTEMPTS - 1:
-                    raise StorageUnavailable("the write kept finding its rows changed") from None
+                if attempt == WRITE_ATTEMPTS - 1:
+                    raise still_stale() from None
             except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
-                if attempt == _ATTEMPTS - 1:
+                if attempt == WRITE_ATTEMPTS - 1:
                     raise
                 await asyncio.sleep(random.uniform(0.001, 0.01) * (attempt + 1))  # noqa: S311 (jitter)
         raise AssertionError("unreachable")

@@ -25,7 +25,16 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TypeVar
 
-from stateset_server.storage.database import NEXT_NUMBER, Lookup, Row, Stale, StorageUnavailable, sqlite_path
+from stateset_server.storage.database import (
+    NEXT_NUMBER,
+    WRITE_ATTEMPTS,
+    Lookup,
+    Row,
+    Stale,
+    StorageUnavailable,
+    sqlite_path,
+    still_stale,
+)
 from stateset_server.storage.epoch import FileEpochs, TxCacheHooks
 from stateset_server.storage.wakeup import WriteWakeups
 
@@ -33,7 +42,6 @@ __all__ = ["SQLiteDatabase", "connect", "run_sync"]
 
 T = TypeVar("T")
 MAX_GROUP = 512
-STALE_ATTEMPTS = 4  # runs of a unit whose function raised Stale, as PostgreSQL's write attempts
 BUSY_TIMEOUT = 10.0  # seconds a group waits for another connection's write lock before it fails
 CHECKPOINT_EVERY = 0.05  # seconds between checkpoints after commits (SQLite's own: every 1,000 pages)
 MMAP_SIZE = 1 << 30  # bytes of the database file mapped (address space, not memory)
@@ -393,7 +401,7 @@ class _GroupCommitWriter:
         """One unit in a savepoint of its own: its error undoes its writes and goes back to its caller
         only. Stale undoes them and runs the function again, as PostgreSQL does (`Stale`)."""
         tx = self._tx
-        for _attempt in range(STALE_ATTEMPTS):
+        for _attempt in range(WRITE_ATTEMPTS):
             mark = tx.mark("unit")
             try:
                 result = run_sync(fn(tx))
@@ -407,7 +415,7 @@ class _GroupCommitWriter:
                 return future, None, exc
             tx.keep(mark)
             return future, result, None
-        return future, None, StorageUnavailable("the write kept finding its rows changed")
+        return future, None, still_stale()
 
     async def close(self) -> None:
         while self._draining is not None:
