@@ -9,7 +9,7 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from stateset_server.storage import open_database
+from stateset_server.storage import with_database
 from tests.e2e.lifecycle_support import EVM_WALLET, WALLET, act, balance, fund, new_order, order_in
 from tests.support import Workspace, run
 
@@ -17,22 +17,14 @@ from tests.support import Workspace, run
 def ledger_sums(ws: Workspace) -> tuple[int, int]:
     """(sum of all entries, number of unbalanced transactions) — read straight from the database."""
 
-    async def read() -> tuple[int, int]:
-        db = await open_database(ws.server.database_url)
-        try:
+    async def sums(tx):
+        total = await tx.fetchval("SELECT COALESCE(SUM(amount), 0) FROM ledger_entries")
+        unbalanced = await tx.fetch(
+            "SELECT transaction_id FROM ledger_entries GROUP BY transaction_id HAVING SUM(amount) <> 0"
+        )
+        return int(total), len(unbalanced)
 
-            async def sums(tx):
-                total = await tx.fetchval("SELECT COALESCE(SUM(amount), 0) FROM ledger_entries")
-                unbalanced = await tx.fetch(
-                    "SELECT transaction_id FROM ledger_entries GROUP BY transaction_id HAVING SUM(amount) <> 0"
-                )
-                return int(total), len(unbalanced)
-
-            return await db.read(sums)
-        finally:
-            await db.close()
-
-    return run(read())
+    return run(with_database(ws.server.database_url, lambda db: db.read(sums)))
 
 
 def broken_links(ws: Workspace) -> int:
@@ -40,26 +32,16 @@ def broken_links(ws: Workspace) -> int:
     another workspace or mode. PostgreSQL has no foreign keys on these (its migration 12 says why),
     so the writes themselves must keep the links."""
 
-    async def read() -> int:
-        db = await open_database(ws.server.database_url)
-        try:
-            return int(
-                await db.read(
-                    lambda tx: tx.fetchval(
-                        "SELECT (SELECT count(*) FROM ledger_entries e"
-                        "   LEFT JOIN ledger_transactions t ON t.id = e.transaction_id"
-                        "   LEFT JOIN ledger_accounts a ON a.id = e.account_id"
-                        "   WHERE t.id IS NULL OR a.id IS NULL"
-                        "   OR a.workspace_id <> t.workspace_id OR a.mode <> t.mode)"
-                        " + (SELECT count(*) FROM payments p LEFT JOIN orders o ON o.id = p.order_id"
-                        "   WHERE o.id IS NULL OR o.workspace_id <> p.workspace_id OR o.mode <> p.mode)"
-                    )
-                )
-            )
-        finally:
-            await db.close()
-
-    return run(read())
+    links = (
+        "SELECT (SELECT count(*) FROM ledger_entries e"
+        "   LEFT JOIN ledger_transactions t ON t.id = e.transaction_id"
+        "   LEFT JOIN ledger_accounts a ON a.id = e.account_id"
+        "   WHERE t.id IS NULL OR a.id IS NULL"
+        "   OR a.workspace_id <> t.workspace_id OR a.mode <> t.mode)"
+        " + (SELECT count(*) FROM payments p LEFT JOIN orders o ON o.id = p.order_id"
+        "   WHERE o.id IS NULL OR o.workspace_id <> p.workspace_id OR o.mode <> p.mode)"
+    )
+    return int(run(with_database(ws.server.database_url, lambda db: db.read(lambda tx: tx.fetchval(links)))))
 
 
 def test_usdc_payment_moves_money_on_a_balanced_ledger(ws: Workspace) -> None:
@@ -344,21 +326,13 @@ def test_no_card_number_reaches_the_database_or_the_logs(ws: Workspace) -> None:
         order = new_order(client, "3.00", currency="USD")
         act(client, order["id"], "pay", {"payment_method": {"type": "card", "number": number, "cvc": "737"}})
 
-    async def dump() -> str:
-        db = await open_database(ws.server.database_url)
-        try:
+    async def everything(tx):
+        text = []
+        for table in ("orders", "order_items", "events", "payments", "refunds", "ledger_transactions"):
+            text.extend(repr(tuple(row)) for row in await tx.fetch(f"SELECT * FROM {table}"))
+        return "\n".join(text)
 
-            async def everything(tx):
-                text = []
-                for table in ("orders", "order_items", "events", "payments", "refunds", "ledger_transactions"):
-                    text.extend(repr(tuple(row)) for row in await tx.fetch(f"SELECT * FROM {table}"))
-                return "\n".join(text)
-
-            return await db.read(everything)
-        finally:
-            await db.close()
-
-    stored = run(dump())
+    stored = run(with_database(ws.server.database_url, lambda db: db.read(everything)))
     logs = "".join(ws.server.output)
     assert "4242" in stored  # the last four digits are kept, as a check that the dump saw the payments
     for number in numbers:
@@ -371,10 +345,10 @@ def test_a_payment_without_its_order_is_refused_by_sqlite_and_found_by_the_audit
     then finds a payment whose order is missing: the audit the other tests run can fail."""
     order = new_order(ws.client(), "1.00")
 
-    async def orphan() -> None:
-        db = await open_database(ws.server.database_url)
-        try:
-            await db.write(
+    def orphan():
+        return with_database(
+            ws.server.database_url,
+            lambda db: db.write(
                 lambda tx: tx.execute(
                     "INSERT INTO payments (workspace_id, mode, id, order_id, method, status, amount,"
                     " amount_refunded, currency, network_fee, processing_fee, created_at)"
@@ -382,9 +356,8 @@ def test_a_payment_without_its_order_is_refused_by_sqlite_and_found_by_the_audit
                     " 0, 0, created_at FROM orders WHERE id = $1",
                     order["id"],
                 )
-            )
-        finally:
-            await db.close()
+            ),
+        )
 
     if ws.server.database_url.startswith("sqlite"):
         with pytest.raises(Exception, match="FOREIGN KEY"):
