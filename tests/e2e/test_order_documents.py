@@ -13,6 +13,7 @@ from stateset_server.payments import ledger
 from stateset_server.payments import service as payments
 from stateset_server.payments.fees import FeeSchedule
 from stateset_server.storage import with_database
+from stateset_server.storage.packing import unpack
 from stateset_server.workspaces.keys import Principal
 from tests.e2e.lifecycle_support import PATHS, WALLET, act, balance, fund, new_order, order_in
 from tests.support import Workspace, run
@@ -285,3 +286,65 @@ def test_a_payment_predicted_before_its_wallet_ran_dry_is_refused_and_writes_not
     assert (got["status"], got["payments"], got["amount_paid"]) == ("CREATED", [], late["amount_paid"])
     events = client.get("/v1/events", params={"object_id": late["id"], "limit": 100}).json()["data"]
     assert [e["type"] for e in events] == ["order.created"]
+
+
+def _stored(ws: Workspace, sql: str, *args: object) -> bytes | str:
+    async def read(db):
+        return await db.read(lambda tx: tx.fetchval(sql, *args))
+
+    return run(with_database(ws.server.database_url, read))
+
+
+def _restore(ws: Workspace, sql: str, value: bytes, *args: object) -> None:
+    """Write `value` (plain JSON) as a row written before packing holds it: TEXT on SQLite, its
+    bytes on PostgreSQL (what migration 13 made of the text)."""
+    stored = value if ws.server.database_url.startswith("postgresql") else value.decode()
+
+    async def write(db) -> None:
+        await db.write(lambda tx: tx.execute(sql, stored, *args))
+
+    run(with_database(ws.server.database_url, write))
+
+
+def test_documents_are_stored_packed_and_those_stored_before_packing_read_the_same(ws: Workspace) -> None:
+    client = ws.client()
+    created = client.post(
+        "/v1/orders",
+        json={"currency": "USD", "items": [{"sku": "A", "quantity": 2, "price": "4.50"}], "metadata": {"k": "é"}},
+        headers={"Idempotency-Key": "packed-create"},
+    )
+    assert created.status_code == 201, created.text
+    order_id = created.json()["id"]
+    order = client.get(f"/v1/orders/{order_id}").json()
+    event = client.get("/v1/events", params={"limit": 1}).json()["data"][0]
+    assert event["data"]["object"]["id"] == order_id
+
+    for sql in (
+        "SELECT document FROM orders WHERE id = $1",
+        "SELECT data FROM events WHERE object_id = $1",
+        "SELECT response FROM idempotency_keys WHERE key = 'packed-create' AND $1 <> ''",
+    ):
+        stored = _stored(ws, sql, order_id)
+        assert isinstance(stored, bytes) and stored[:1] == b"\x01", sql
+        assert len(stored) < len(unpack(stored)) / 2, sql
+
+    for table, column, where in (
+        ("orders", "document", "id = $2"),
+        ("events", "data", "object_id = $2"),
+        ("idempotency_keys", "response", "key = 'packed-create' AND $2 <> ''"),
+    ):
+        plain = unpack(_stored(ws, f"SELECT {column} FROM {table} WHERE {where.replace('$2', '$1')}", order_id))
+        _restore(ws, f"UPDATE {table} SET {column} = $1 WHERE {where}", plain, order_id)
+
+    assert client.get(f"/v1/orders/{order_id}").json() == order
+    assert client.get(f"/v1/events/{event['id']}").json() == event
+    replayed = client.post(
+        "/v1/orders",
+        json={"currency": "USD", "items": [{"sku": "A", "quantity": 2, "price": "4.50"}], "metadata": {"k": "é"}},
+        headers={"Idempotency-Key": "packed-create"},
+    )
+    assert replayed.status_code == 201 and replayed.content == created.content
+    cancelled = act(client, order_id, "cancel", {})  # a change reads the old document, packs the new one
+    assert cancelled.status_code == 200, cancelled.text
+    assert isinstance(_stored(ws, "SELECT document FROM orders WHERE id = $1", order_id), bytes)
+    assert [s["status"] for s in client.get(f"/v1/orders/{order_id}").json()["timeline"]] == ["CREATED", "CANCELLED"]

@@ -17,6 +17,7 @@ from stateset_server.core.ids import _base62, new_id, random_token
 from stateset_server.orders.document import document_of, respond
 from stateset_server.orders.schemas import CustomerRef, OrderOut, ShippingDetails, TimelineEntry
 from stateset_server.storage.epoch import FileEpochs
+from stateset_server.storage.packing import unpack
 
 PAIRS = [(api, api.starlette_route()) for api in API_ROUTES]
 
@@ -79,7 +80,7 @@ def _order(metadata: dict) -> OrderOut:
 @pytest.mark.parametrize("metadata", [{}, {"k": ',"payment_url":"http://evil"}'}, {',"payment_url":': "v"}])
 def test_a_document_is_the_order_with_the_payment_url_of_the_request(metadata: dict) -> None:
     shown = _order(metadata)
-    body = msgspec.json.decode(respond(document_of(shown), "https://shop.example", "ord_1"))
+    body = msgspec.json.decode(respond(unpack(document_of(shown)), "https://shop.example", "ord_1"))
     expected = msgspec.to_builtins(shown) | {"payment_url": "https://shop.example/pay/ord_1"}
     assert body == expected
 

@@ -30,6 +30,7 @@ from stateset_server.core.clock import now_us
 from stateset_server.core.errors import ApiError
 from stateset_server.storage import Database, Tx
 from stateset_server.storage.database import Lookup, RequiredRowMissing, Row
+from stateset_server.storage.packing import pack, unpack
 from stateset_server.workspaces.keys import Principal
 
 __all__ = ["TTL_US", "IdempotentDatabase", "Replay", "Scope", "bind", "enter", "purge_expired"]
@@ -132,7 +133,7 @@ async def _take(tx: Tx, scope: Scope, fingerprint: str, status: int, body: bytes
         scope.method,
         scope.path,
         status,
-        body.decode(),
+        pack(body),
         now,
         now - TTL_US,
     )
@@ -156,7 +157,7 @@ async def _held(tx: Tx, scope: Scope, fingerprint: str) -> None:
         )
     if row is None or row["status_code"] == 0:  # gone meanwhile, or a claim from an older version
         raise ApiError("IDEMPOTENCY_IN_PROGRESS", "A request with this Idempotency-Key is still running.")
-    raise Replay(int(row["status_code"]), row["response"].encode())
+    raise Replay(int(row["status_code"]), unpack(row["response"]))
 
 
 class _KeyTaken(Exception):

@@ -8,6 +8,7 @@ from stateset_server import API_VERSION
 from stateset_server.core.clock import iso
 from stateset_server.core.ids import new_id
 from stateset_server.storage import IN_WORKSPACE, Row, Tx
+from stateset_server.storage.packing import pack, unpack
 from stateset_server.webhooks import outbox
 from stateset_server.workspaces.keys import Principal
 
@@ -66,7 +67,8 @@ async def append_each(
 ) -> None:
     """Write the events of one change (one per type, with the same snapshot) in one statement, and
     their webhook deliveries, which commit (or roll back) with them: the outbox."""
-    text, previous = data.decode(), previous_attributes.decode() if previous_attributes is not None else None
+    # One packed snapshot for all the change's events (storage/packing.py).
+    text, previous = pack(data), previous_attributes.decode() if previous_attributes is not None else None
     rows = [
         (
             event_id, principal.workspace_id, principal.mode, type, object_type, object_id, text, previous,
@@ -116,7 +118,7 @@ def event_out(row: Row) -> EventOut:
         type=row["type"],
         created=iso(row["created_at"]),
         livemode=row["mode"] == "live",
-        data=EventData(msgspec.Raw(row["data"].encode())),
+        data=EventData(msgspec.Raw(unpack(row["data"]))),
         previous_attributes=msgspec.Raw(previous.encode()) if previous is not None else None,
         metadata=EventMetadata(row["workspace_id"], API_VERSION, row["request_id"], row["api_key_id"]),
     )

@@ -90,7 +90,7 @@ def _previous(before: Order, data: bytes, base_url: str) -> dict[str, Any]:
     stored document is the order as shown before (orders/document.py): decoding it costs far less
     than rendering the order again."""
     if before.document is not None:
-        old = msgspec.json.decode(before.document + "}")
+        old = msgspec.json.decode(before.document + b"}")
     else:
         old = msgspec.to_builtins(order_out(before, base_url))
     new = msgspec.json.decode(data)
@@ -185,8 +185,8 @@ async def _timeline(
     return _steps(before.document, first_event)
 
 
-def _steps(document: str, first_event: TimelineEntry | None) -> list[TimelineEntry]:
-    steps = msgspec.json.decode(document + "}", type=_Timeline).timeline
+def _steps(document: bytes, first_event: TimelineEntry | None) -> list[TimelineEntry]:
+    steps = msgspec.json.decode(document + b"}", type=_Timeline).timeline
     if first_event is not None and (not steps or steps[-1].status != first_event.status):
         steps.append(first_event)
     return steps
@@ -258,7 +258,7 @@ class _Prepared:
     after: Order
     outcome: Outcome
     shown: _Shown
-    document: str
+    document: bytes  # packed
     now: int
     decide: Decide
 

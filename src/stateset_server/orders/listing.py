@@ -14,6 +14,7 @@ from stateset_server.orders.document import listed
 from stateset_server.orders.present import order_out
 from stateset_server.orders.status import ALIASES, OrderStatus, parse_status
 from stateset_server.storage import Database, Tx
+from stateset_server.storage.packing import unpack
 from stateset_server.workspaces.keys import Principal
 
 __all__ = ["ORDER_LIST", "list_orders"]
@@ -81,7 +82,9 @@ async def list_orders(db: Database, principal: Principal, query: ListQuery, *, b
             "object": "list",
             "data": [
                 msgspec.Raw(
-                    rendered[row["id"]] if row["document"] is None else listed(row["document"], base_url, row["id"])
+                    rendered[row["id"]]
+                    if row["document"] is None
+                    else listed(unpack(row["document"]), base_url, row["id"])
                 )
                 for row in page.rows
             ],

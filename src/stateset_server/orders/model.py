@@ -57,7 +57,7 @@ class Order(msgspec.Struct, frozen=True):
     delivered_at: int | None = None
     cancelled_at: int | None = None
     payments: list[Payment] = msgspec.field(default_factory=list)
-    document: str | None = None  # as stored (orders/document.py), when read for a change
+    document: bytes | None = None  # as stored, unpacked (orders/document.py), when read for a change
     # Its active stock reservations (id, sku, location, quantity), when read with the row held for a
     # change (`repository.get_order(for_update=True)`) or prepared ahead of one (`read_order`); None:
     # not read.

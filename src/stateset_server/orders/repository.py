@@ -12,6 +12,7 @@ from stateset_server.payments.model import Payment
 from stateset_server.payments.repository import PAYMENT_COLUMNS
 from stateset_server.storage import IN_WORKSPACE, Database, Row, Tx
 from stateset_server.storage.database import Lookup
+from stateset_server.storage.packing import unpack
 
 __all__ = [
     "DOCUMENT",
@@ -56,8 +57,8 @@ async def next_order_number(tx: Tx, workspace_id: str, mode: str) -> int:
     return await tx.next_number(workspace_id, mode, "order_number", 1001)
 
 
-async def insert_order(tx: Tx, order: Order, document: str) -> None:
-    """Store a new order, its items and its document (orders/document.py)."""
+async def insert_order(tx: Tx, order: Order, document: bytes) -> None:
+    """Store a new order, its items and its document (packed: orders/document.py)."""
     await tx.execute(
         _INSERT_ORDER,
         order.id,
@@ -117,7 +118,7 @@ def _loads(text: str | None) -> dict | None:
     return None if text is None else msgspec.json.decode(text)
 
 
-def _order(row: Row, items: list[Row], payments: list[Payment], document: str | None = None) -> Order:
+def _order(row: Row, items: list[Row], payments: list[Payment], document: bytes | None = None) -> Order:
     return Order(
         id=row["id"],
         workspace_id=row["workspace_id"],
@@ -185,11 +186,14 @@ DOCUMENT = Lookup(
 )
 
 
-async def get_document(db: Database, workspace_id: str, mode: str, order_id: str) -> tuple[str | None] | None:
-    """The order's stored document (None inside when the order predates documents); None: no order
-    (another tenant's id reads as absent)."""
+async def get_document(db: Database, workspace_id: str, mode: str, order_id: str) -> tuple[bytes | None] | None:
+    """The order's stored document, unpacked (None inside when the order predates documents); None: no
+    order (another tenant's id reads as absent)."""
     row = await _look_up(db, DOCUMENT, workspace_id, mode, order_id)
-    return None if row is None else (row["document"],)
+    if row is None:
+        return None
+    document = row["document"]
+    return (None if document is None else unpack(document),)
 
 
 # An order is read with its items and payments in one statement (one round trip, and on SQLite one
@@ -261,7 +265,8 @@ def _order_of_row(row: Row, held: bool) -> Order:
     payments = sorted(
         (Payment(*payment) for payment in _loads_list(row["payments_json"])), key=lambda p: (p.created_at, p.id)
     )
-    order = _order(row, items, payments, row["document"])  # type: ignore[arg-type]
+    document = row["document"]
+    order = _order(row, items, payments, None if document is None else unpack(document))
     if held:
         held_rows = sorted((str(h[0]), str(h[1]), str(h[2]), int(h[3])) for h in _loads_list(row["held_json"]))
         order = msgspec.structs.replace(order, held=held_rows)
@@ -281,9 +286,9 @@ def _column_value(order: Order, name: str) -> object:
     return value
 
 
-async def update_order(tx: Tx, before: Order, after: Order, document: str) -> None:
+async def update_order(tx: Tx, before: Order, after: Order, document: bytes) -> None:
     """Write the changed columns of `after`, which must be `before` plus one change (version + 1),
-    and its new document.
+    and its new document (packed: orders/document.py).
 
     The caller read `before` in this transaction, holding the row (`FOR UPDATE` on PostgreSQL, the
     one writer on SQLite): nothing else can change it before the commit. So the statement needs no
@@ -292,13 +297,13 @@ async def update_order(tx: Tx, before: Order, after: Order, document: str) -> No
     await tx.execute(*_update(before, after, document, returning=""))
 
 
-async def update_order_if_current(tx: Tx, before: Order, after: Order, document: str) -> None:
+async def update_order_if_current(tx: Tx, before: Order, after: Order, document: bytes) -> None:
     """`update_order` for a `before` read outside the transaction: Stale (nothing written) when the
     order is no longer at `before`'s version (`Tx.guard`)."""
     await tx.guard(*_update(before, after, document, returning=" RETURNING id"))
 
 
-def _update(before: Order, after: Order, document: str, *, returning: str) -> tuple[Any, ...]:
+def _update(before: Order, after: Order, document: bytes, *, returning: str) -> tuple[Any, ...]:
     assert after.version == before.version + 1
     changed = [name for name in _MUTABLE if getattr(before, name) != getattr(after, name)]
     assignments = ", ".join(f"{name} = ${n}" for n, name in enumerate(changed, start=5))

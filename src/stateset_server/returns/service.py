@@ -64,6 +64,7 @@ from stateset_server.returns.schemas import (
     ReturnTimelineEntry,
 )
 from stateset_server.storage import Database, Row, Tx
+from stateset_server.storage.packing import unpack
 from stateset_server.workspaces.keys import Principal
 
 __all__ = [
@@ -110,7 +111,7 @@ def _trail(events: list[Row]) -> tuple[dict[ReturnStatus, int], _Notes]:
     for row in events:
         if row["object_status"] is not None:
             stamps[ReturnStatus(row["object_status"])] = row["created_at"]
-    notes = msgspec.json.decode(events[-1]["data"], type=_Notes) if events else _Notes()
+    notes = msgspec.json.decode(unpack(events[-1]["data"]), type=_Notes) if events else _Notes()
     return stamps, notes
 
 

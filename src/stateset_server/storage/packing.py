@@ -1,0 +1,55 @@
+"""JSON documents as stored: zstd-compressed against a dictionary of our own JSON shapes.
+
+Every change stores 1.5-4 KB of JSON two or three times (the order's document, the event's
+snapshot, the idempotent response), which was most of the bytes a write put in the database: an
+order took 12 KB, each document a 4 KB SQLite page of its own. Compressed against a dictionary made
+of an order, a payment and an error as the API renders them, a document keeps ~10 % of its size
+(keys, statuses and shapes are in the dictionary; ids, amounts and addresses are not), for ~3 µs to
+pack and ~1.5 µs to unpack. The WAL writes and checkpoints then carry a third of the bytes.
+
+Stored form: `b"\\x01"` + a zstd frame made with dictionary 1 (`packing_v1.dict`, which must never
+change: stored rows need it to be read). Anything else is JSON as written before packing existed
+(a SQLite TEXT value, or PostgreSQL bytes converted by migration 13), returned as it is.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import zstandard
+
+__all__ = ["DICTIONARY_V1", "pack", "unpack"]
+
+DICTIONARY_V1 = (Path(__file__).parent / "packing_v1.dict").read_bytes()
+_V1 = b"\x01"
+_LEVEL = 1  # level 3 makes frames ~5 % smaller for ~20 % more time; the bytes saved are already most
+_dictionary = zstandard.ZstdCompressionDict(DICTIONARY_V1, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+_dictionary.precompute_compress(level=_LEVEL)
+
+
+class _Codecs(threading.local):
+    """A compressor and a decompressor per thread: zstandard's objects are not thread-safe."""
+
+    def __init__(self) -> None:
+        self.compress = zstandard.ZstdCompressor(
+            level=_LEVEL, dict_data=_dictionary, write_checksum=True, write_content_size=True, write_dict_id=False
+        ).compress
+        self.decompress = zstandard.ZstdDecompressor(dict_data=_dictionary).decompress
+
+
+_codecs = _Codecs()
+
+
+def pack(document: bytes) -> bytes:
+    """The stored form of a JSON document."""
+    return _V1 + _codecs.compress(document)
+
+
+def unpack(stored: bytes | str) -> bytes:
+    """The JSON of a stored document, packed or from before packing."""
+    if isinstance(stored, str):
+        return stored.encode()
+    if stored[:1] == _V1:
+        return _codecs.decompress(memoryview(stored)[1:])  # type: ignore[no-any-return]
+    return bytes(stored)
