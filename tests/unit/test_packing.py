@@ -10,9 +10,11 @@ from pathlib import Path
 
 import asyncpg
 import msgspec
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from stateset_server.storage import migrate as migrate_module
 from stateset_server.storage.migrate import load_migrations, migrate
 from stateset_server.storage.packing import DICTIONARY_V1, pack, unpack
 from tests.conftest import dispose_database_url, make_database_url
@@ -71,19 +73,8 @@ def test_an_order_document_packs_to_a_fraction_of_its_size() -> None:
 
 async def _documents_across_migration_13(url: str) -> list[bytes]:
     """Rows written at migration 12 (TEXT and JSON documents), then migration 13 applied."""
-    migrations = load_migrations("postgres")
     conn = await asyncpg.connect(url)
     try:
-        await conn.execute("CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL,"
-                           " checksum TEXT NOT NULL, applied_at BIGINT NOT NULL)")  # fmt: skip
-        for migration in migrations[:12]:
-            await conn.execute(migration.sql)
-            await conn.execute(
-                "INSERT INTO schema_migrations VALUES ($1, $2, $3, 0)",
-                migration.version,
-                migration.name,
-                migration.checksum,
-            )
         await conn.execute(
             "INSERT INTO orders (id, workspace_id, mode, order_number, status, currency, subtotal, tax, shipping,"
             " total, created_at, updated_at, document) VALUES ('ord_1', 'ws_1', 'test', 1, 'CREATED', 'EUR',"
@@ -117,9 +108,14 @@ async def _documents_across_migration_13(url: str) -> list[bytes]:
 _LEGACY = '{"id":"ord_1","metadata":{"note":"Grüße, 東京"},"total":"1.00"}'.encode()
 
 
-def test_postgres_migration_13_keeps_documents_written_before_it_byte_for_byte(tmp_path: Path) -> None:
+def test_postgres_migration_13_keeps_documents_written_before_it_byte_for_byte(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     url = make_database_url("postgres", str(tmp_path))
     try:
+        with monkeypatch.context() as at_12:  # the database as the previous version left it
+            at_12.setattr(migrate_module, "load_migrations", lambda dialect: load_migrations(dialect)[:12])
+            assert asyncio.run(migrate(url)) == list(range(1, 13))
         stored = asyncio.run(_documents_across_migration_13(url))
     finally:
         dispose_database_url(url)
