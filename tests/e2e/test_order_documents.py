@@ -19,13 +19,18 @@ from tests.e2e.lifecycle_support import PATHS, WALLET, act, balance, fund, new_o
 from tests.support import Workspace, run
 
 
+def _execute(ws: Workspace, sql: str, *args: object) -> None:
+    """One statement written to the workspace's database, as the server's own writes are."""
+
+    async def write(db) -> None:
+        await db.write(lambda tx: tx.execute(sql, *args))
+
+    run(with_database(ws.server.database_url, write))
+
+
 def _forget_document(ws: Workspace, order_id: str) -> None:
     """Make the order look like one written before documents existed: GET then renders it from rows."""
-
-    async def forget(db) -> None:
-        await db.write(lambda tx: tx.execute("UPDATE orders SET document = NULL WHERE id = $1", order_id))
-
-    run(with_database(ws.server.database_url, forget))
+    _execute(ws, "UPDATE orders SET document = NULL WHERE id = $1", order_id)
 
 
 def _both_ways(ws: Workspace, order_id: str) -> tuple[dict, dict]:
@@ -298,12 +303,7 @@ def _stored(ws: Workspace, sql: str, *args: object) -> bytes | str:
 def _restore(ws: Workspace, sql: str, value: bytes, *args: object) -> None:
     """Write `value` (plain JSON) as a row written before packing holds it: TEXT on SQLite, its
     bytes on PostgreSQL (what migration 13 made of the text)."""
-    stored = value if ws.server.database_url.startswith("postgresql") else value.decode()
-
-    async def write(db) -> None:
-        await db.write(lambda tx: tx.execute(sql, stored, *args))
-
-    run(with_database(ws.server.database_url, write))
+    _execute(ws, sql, value if ws.server.database_url.startswith("postgresql") else value.decode(), *args)
 
 
 def test_documents_are_stored_packed_and_those_stored_before_packing_read_the_same(ws: Workspace) -> None:
