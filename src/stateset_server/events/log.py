@@ -68,10 +68,10 @@ async def append_each(
     """Write the events of one change (one per type, with the same snapshot) in one statement, and
     their webhook deliveries, which commit (or roll back) with them: the outbox."""
     # One packed snapshot for all the change's events (storage/packing.py).
-    text, previous = pack(data), previous_attributes.decode() if previous_attributes is not None else None
+    stored, previous = pack(data), previous_attributes.decode() if previous_attributes is not None else None
     rows = [
         (
-            event_id, principal.workspace_id, principal.mode, type, object_type, object_id, text, previous,
+            event_id, principal.workspace_id, principal.mode, type, object_type, object_id, stored, previous,
             request_id, principal.key_id, created_at, object_status,
         )
         for type, event_id in zip(types, event_ids, strict=True)
