@@ -9,6 +9,13 @@ message), so auth, rate limits, idempotency, group commit and the response encod
 the socket and the HTTP parser are not. It prints requests/s and the process's CPU µs per request
 (with PostgreSQL, the database server's CPU is not in that figure). `--profile` writes a cProfile
 file for the measured part of the first operation asked for.
+
+Instructions per request, which do not move with the machine's load as CPU time does (figures here
+moved ±10-15 % between identical runs):
+
+    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=/tmp/cg.out \
+        .venv/bin/python bench/inprocess.py --ops create --requests 1000 --callgrind create
+    callgrind_annotate /tmp/cg.out | head     # PROGRAM TOTALS / 1000 = instructions per create
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import asyncio
 import cProfile
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -178,7 +186,11 @@ async def run(opts: argparse.Namespace) -> None:
         started_cpu, started = time.process_time(), time.perf_counter()
         if profiler:
             profiler.enable()
+        if opts.callgrind:
+            _instrument(op == opts.callgrind)
         results = await many(n, ops[op])
+        if opts.callgrind:
+            _instrument(False)
         if profiler:
             profiler.disable()
             profiler.dump_stats(opts.profile)
@@ -204,6 +216,11 @@ async def run(opts: argparse.Namespace) -> None:
     await task
 
 
+def _instrument(on: bool) -> None:
+    """Under `valgrind --tool=callgrind --instr-atstart=no`: count instructions from here (or stop)."""
+    subprocess.run(["callgrind_control", "-i", "on" if on else "off", str(os.getpid())], check=True, capture_output=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--database-url")
@@ -211,6 +228,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--profile", help="cProfile output of the first operation")
+    parser.add_argument(
+        "--callgrind",
+        metavar="OP",
+        help="count instructions of OP only: run under valgrind --tool=callgrind --instr-atstart=no"
+        " (see the docstring); Ir / --requests is the operation's instructions per request",
+    )
     opts = parser.parse_args()
     try:
         import uvloop

@@ -15,7 +15,7 @@ import msgspec
 from stateset_server.orders.schemas import OrderOut
 from stateset_server.storage.packing import pack
 
-__all__ = ["document_of", "listed", "respond"]
+__all__ = ["document_of", "listed", "respond", "timeline_json"]
 
 _encode = msgspec.json.encode
 _KEY = b',"payment_url":'
@@ -43,3 +43,8 @@ def listed(document: bytes, base_url: str, order_id: str) -> bytes:
     """The order as a list shows it: the document (unpacked) without its timeline (cut as
     payment_url is)."""
     return b"".join((document[: document.rindex(_TIMELINE)], _KEY, _encode(payment_url(base_url, order_id)), b"}"))
+
+
+def timeline_json(document: bytes) -> bytes:
+    """The JSON of a document's timeline (unpacked), its last field: the cut is exact as above."""
+    return document[document.rindex(_TIMELINE) + len(_TIMELINE) :]

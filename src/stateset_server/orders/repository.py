@@ -44,6 +44,7 @@ _MUTABLE = (
 )  # fmt: skip
 _JSON_FIELDS = {"shipping_address", "billing_address", "metadata"}
 _ITEM_COLUMNS = "id, order_id, position, sku, description, quantity, unit_price, total, metadata"
+_ORDER_WIDTH = ORDER_COLUMNS.count(",") + 1
 _INSERT_ORDER = f"INSERT INTO orders ({ORDER_COLUMNS}, document) VALUES ({', '.join(f'${n}' for n in range(1, 34))})"
 
 
@@ -114,56 +115,67 @@ async def insert_order(tx: Tx, order: Order, document: bytes) -> None:
     )
 
 
+_decode = msgspec.json.decode
+
+
 def _loads(text: str | None) -> dict | None:
-    return None if text is None else msgspec.json.decode(text)
+    return None if text is None else _decode(text)
 
 
-def _order(row: Row, items: list[Row], payments: list[Payment], document: bytes | None = None) -> Order:
+def _order(row: Row, items: list[Any], payments: list[Payment], document: bytes | None = None) -> Order:
+    """An order from a row that starts with ORDER_COLUMNS, read by position (a name is looked up
+    column by column), and its items as (id, sku, description, quantity, unit_price, total, metadata)."""
+    (
+        id, workspace_id, mode, order_number, status, currency, customer_id, customer_email, subtotal, tax,
+        shipping, total, shipping_address, shipping_method, billing_address, metadata, notes, version,
+        created_at, updated_at, resume_status, status_reason, amount_paid, amount_refunded, carrier,
+        tracking_number, estimated_delivery, paid_at, fulfilled_at, shipped_at, delivered_at, cancelled_at,
+    ) = row[:_ORDER_WIDTH]  # fmt: skip
     return Order(
-        id=row["id"],
-        workspace_id=row["workspace_id"],
-        mode=row["mode"],
-        order_number=row["order_number"],
-        status=OrderStatus(row["status"]),
-        currency=row["currency"],
-        customer_id=row["customer_id"],
-        customer_email=row["customer_email"],
+        id=id,
+        workspace_id=workspace_id,
+        mode=mode,
+        order_number=order_number,
+        status=OrderStatus(status),
+        currency=currency,
+        customer_id=customer_id,
+        customer_email=customer_email,
         items=[
             LineItem(
-                id=item["id"],
-                sku=item["sku"],
-                description=item["description"],
-                quantity=item["quantity"],
-                unit_price=item["unit_price"],
-                total=item["total"],
-                metadata=msgspec.json.decode(item["metadata"]),
+                id=item_id,
+                sku=sku,
+                description=description,
+                quantity=quantity,
+                unit_price=unit_price,
+                total=item_total,
+                metadata=_decode(item_metadata),
             )
-            for item in items
+            for item_id, sku, description, quantity, unit_price, item_total, item_metadata in items
         ],
-        subtotal=row["subtotal"],
-        tax=row["tax"],
-        shipping=row["shipping"],
-        total=row["total"],
-        shipping_address=_loads(row["shipping_address"]),
-        shipping_method=row["shipping_method"],
-        billing_address=_loads(row["billing_address"]),
-        metadata=msgspec.json.decode(row["metadata"]),
-        notes=row["notes"],
-        version=row["version"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        resume_status=OrderStatus(row["resume_status"]) if row["resume_status"] else None,
-        status_reason=row["status_reason"],
-        amount_paid=row["amount_paid"],
-        amount_refunded=row["amount_refunded"],
-        carrier=row["carrier"],
-        tracking_number=row["tracking_number"],
-        estimated_delivery=row["estimated_delivery"],
-        paid_at=row["paid_at"],
-        fulfilled_at=row["fulfilled_at"],
-        shipped_at=row["shipped_at"],
-        delivered_at=row["delivered_at"],
-        cancelled_at=row["cancelled_at"],
+        subtotal=subtotal,
+        tax=tax,
+        shipping=shipping,
+        total=total,
+        shipping_address=_loads(shipping_address),
+        shipping_method=shipping_method,
+        billing_address=_loads(billing_address),
+        metadata=_decode(metadata),
+        notes=notes,
+        version=version,
+        created_at=created_at,
+        updated_at=updated_at,
+        resume_status=OrderStatus(resume_status) if resume_status else None,
+        status_reason=status_reason,
+        amount_paid=amount_paid,
+        amount_refunded=amount_refunded,
+        carrier=carrier,
+        tracking_number=tracking_number,
+        estimated_delivery=estimated_delivery,
+        paid_at=paid_at,
+        fulfilled_at=fulfilled_at,
+        shipped_at=shipped_at,
+        delivered_at=delivered_at,
+        cancelled_at=cancelled_at,
         payments=payments,
         document=document,
     )
@@ -203,7 +215,6 @@ _AGGREGATE = {
     "postgres": ("json_agg", "json_build_array", "metadata::text"),
     "sqlite": ("json_group_array", "json_array", "metadata"),
 }
-_ITEM_FIELDS = ("id", "sku", "description", "quantity", "unit_price", "total", "metadata")
 
 
 def _get_order_sql(dialect: str, lock: str, held: bool, where: str = f"id = $1 AND {IN_WORKSPACE}") -> str:
@@ -261,14 +272,14 @@ async def read_order(db: Database, workspace_id: str, mode: str, order_id: str) 
 
 
 def _order_of_row(row: Row, held: bool) -> Order:
-    items = [dict(zip(_ITEM_FIELDS, item[1:], strict=True)) for item in sorted(_loads_list(row["items_json"]))]
-    payments = sorted(
-        (Payment(*payment) for payment in _loads_list(row["payments_json"])), key=lambda p: (p.created_at, p.id)
-    )
-    document = row["document"]
+    """An order read with `_get_order_sql`: ORDER_COLUMNS, document, items_json, payments_json, held_json."""
+    document, items_json, payments_json, held_json = row[_ORDER_WIDTH:]
+    # An item array is (position, id, sku, description, quantity, unit_price, total, metadata).
+    items = [item[1:] for item in sorted(_loads_list(items_json))]
+    payments = sorted((Payment(*payment) for payment in _loads_list(payments_json)), key=lambda p: (p.created_at, p.id))
     order = _order(row, items, payments, None if document is None else unpack(document))
     if held:
-        held_rows = sorted((str(h[0]), str(h[1]), str(h[2]), int(h[3])) for h in _loads_list(row["held_json"]))
+        held_rows = sorted((str(h[0]), str(h[1]), str(h[2]), int(h[3])) for h in _loads_list(held_json))
         order = msgspec.structs.replace(order, held=held_rows)
     return order
 
@@ -331,11 +342,13 @@ async def orders_from_rows(tx: Tx, rows: list[Row]) -> list[Order]:
         return []
     ids = [row["id"] for row in rows]
     clause, args = _in(tx, ids)
-    items: dict[str, list[Row]] = {order_id: [] for order_id in ids}
+    items: dict[str, list[Any]] = {order_id: [] for order_id in ids}
     for item in await tx.fetch(
-        f"SELECT {_ITEM_COLUMNS} FROM order_items WHERE order_id {clause} ORDER BY position", *args
+        f"SELECT order_id, id, sku, description, quantity, unit_price, total, metadata FROM order_items"
+        f" WHERE order_id {clause} ORDER BY position",
+        *args,
     ):
-        items[item["order_id"]].append(item)
+        items[item[0]].append(item[1:])
     payments: dict[str, list[Payment]] = {order_id: [] for order_id in ids}
     for payment in await tx.fetch(
         f"SELECT {PAYMENT_COLUMNS} FROM payments WHERE order_id {clause} ORDER BY created_at, id", *args
