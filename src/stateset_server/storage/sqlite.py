@@ -70,6 +70,15 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     raise RuntimeError("a SQLite transaction function awaited real I/O; it must only await its Tx")
 
 
+# Python's sqlite3 binds int, float, str and bytearray as they are, but "adapts" any other value, None
+# and bytes included: it looks for `__adapt__` and `__conform__`, formatting an AttributeError for
+# each it does not find (~0.6 µs a parameter here; an order's row has a dozen NULLs, and every change
+# binds packed documents). An adapter registered for a type is found first, in one dict look-up.
+# None and bytes bind exactly as before; no base type is adapted, which would slow every parameter.
+sqlite3.register_adapter(type(None), lambda _value: None)
+sqlite3.register_adapter(bytes, bytes)
+
+
 def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
     conn.row_factory = sqlite3.Row
