@@ -15,13 +15,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from starlette.applications import Starlette
+from starlette.datastructures import State
 from starlette.requests import Request
 from starlette.routing import Match, Route
 from starlette.types import Receive, Scope, Send
 
 from stateset_server.core.http import ApiRoute, with_request_id
 
-__all__ = ["ApiApp", "RouteIndex"]
+__all__ = ["ApiApp", "AppState", "RouteIndex"]
 
 _DEPTH = 2
 
@@ -54,11 +55,21 @@ class RouteIndex:
         return None
 
 
+class AppState(State):
+    """`app.state` whose values are plain attributes. Starlette's State keeps them in a dict behind
+    `__getattr__`, so every read first fails the normal look-up, building an AttributeError (~1.3 µs
+    here; a request reads app.state ten times). Here that dict is the instance's own `__dict__`."""
+
+    def __init__(self) -> None:
+        super().__init__(self.__dict__)
+
+
 class ApiApp(Starlette):
     """Starlette, with fully matching API requests sent straight to their endpoint."""
 
     def __init__(self, *, api_routes: list[tuple[ApiRoute, Route]], **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.state = AppState()
         self.api_index = RouteIndex(api_routes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
