@@ -10,12 +10,14 @@ back per request: the cut is exact because `,"payment_url":` can only occur in t
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import msgspec
 
 from stateset_server.orders.schemas import OrderOut
 from stateset_server.storage.packing import pack
 
-__all__ = ["document_of", "listed", "respond", "timeline_json"]
+__all__ = ["Rendered", "body_of", "document_of", "listed", "render", "respond", "timeline_json"]
 
 _encode = msgspec.json.encode
 _KEY = b',"payment_url":'
@@ -28,6 +30,33 @@ def document_of(shown: OrderOut) -> bytes:
     assert shown.timeline is not msgspec.UNSET, "an order document includes the timeline"
     raw = _encode(shown)
     return pack(raw[: raw.rindex(_KEY)])
+
+
+class Rendered(NamedTuple):
+    """An order after a change, encoded once and cut three ways."""
+
+    body: bytes  # the order as the API answers with it: timeline and payment_url included
+    document: bytes  # as stored (packed): without payment_url
+    snapshot: bytes  # its events' data: without the timeline
+
+
+def render(shown: OrderOut) -> Rendered:
+    """`shown` (its timeline set, and final: it is not changed afterwards) as a response, a stored
+    document and an event snapshot, from one encoding: the timeline and payment_url are its last two
+    fields, so each form is a cut of the same bytes, equal to what encoding it without them gives. The
+    body stays on `shown` for the response (`body_of`)."""
+    assert shown.timeline is not msgspec.UNSET, "an order document includes the timeline"
+    body = _encode(shown)
+    url = body.rindex(_KEY)
+    timeline = body.rindex(_TIMELINE, 0, url)
+    shown.body = body  # type: ignore[attr-defined]  # OrderOut keeps extra attributes out of its JSON
+    return Rendered(body, pack(body[:url]), body[:timeline] + body[url:])
+
+
+def body_of(shown: OrderOut) -> bytes | msgspec.Raw | OrderOut:
+    """What to encode to answer with `shown`: its body as `render` made it (as is), else itself."""
+    body = shown.__dict__.get("body")
+    return shown if body is None else msgspec.Raw(body)
 
 
 def payment_url(base_url: str, order_id: str) -> str:

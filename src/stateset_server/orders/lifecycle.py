@@ -23,7 +23,7 @@ from stateset_server.core.money import format_amount
 from stateset_server.events import log
 from stateset_server.inventory import stock
 from stateset_server.orders import repository
-from stateset_server.orders.document import document_of, timeline_json
+from stateset_server.orders.document import render, timeline_json
 from stateset_server.orders.machine import IllegalTransition, Position, allowed_next, transition
 from stateset_server.orders.model import Order
 from stateset_server.orders.present import order_out, timeline
@@ -122,8 +122,11 @@ async def apply(
         after = msgspec.structs.replace(after, payments=await order_payments(tx, before.id))
     shown = _render(before, after, outcome.events, base_url)
     await _append_events(tx, principal, before, after, outcome.events, shown, now, request_id)
-    shown.order.timeline = await _timeline(tx, principal, before, shown.first_event)
-    await repository.update_order(tx, before, after, document_of(shown.order))
+    document = shown.document
+    if document is None:  # an order from before documents: its timeline comes from its events
+        shown.order.timeline = timeline(await log.object_events(tx, principal, before.id))
+        document = render(shown.order).document
+    await repository.update_order(tx, before, after, document)
     return shown.order, outcome
 
 
@@ -136,15 +139,24 @@ class _Shown:
     previous: bytes  # previous_attributes
     event_ids: list[str]
     first_event: TimelineEntry | None  # the timeline step the change adds, if its status changed
+    document: bytes | None  # as stored (packed); None: the timeline must be read from the events first
 
 
 def _render(before: Order, after: Order, events: list[str], base_url: str) -> _Shown:
-    """Pure: the rendering a change needs, whether it runs in the transaction or ahead of it."""
+    """Pure: the rendering a change needs, whether it runs in the transaction or ahead of it. The
+    order's stored document gives its timeline, so the order is encoded once (`document.render`);
+    an order from before documents is encoded for its events now and, once its timeline has been
+    read, again for its document (`apply`)."""
     shown = order_out(after, base_url)
-    data = _encode(shown)
     event_ids = [new_id("evt") for _ in events]
     first = TimelineEntry(after.status.value, shown.updated_at, events[0], event_ids[0]) if events else None
-    return _Shown(shown, data, _encode(_previous(before, data, base_url)), event_ids, first)
+    document = None
+    if before.document is not None:
+        shown.timeline = _steps(before.document, first)
+        _body, document, data = render(shown)
+    else:
+        data = _encode(shown)
+    return _Shown(shown, data, _encode(_previous(before, data, base_url)), event_ids, first, document)
 
 
 async def _append_events(
@@ -173,17 +185,9 @@ async def _append_events(
         )
 
 
-async def _timeline(
-    tx: Tx, principal: Principal, before: Order, first_event: TimelineEntry | None
-) -> list[TimelineEntry]:
-    """The timeline after this change: the stored one plus a step if the status changed (as
-    `present.timeline` would compute from the events), or computed from the events."""
-    if before.document is None:
-        return timeline(await log.object_events(tx, principal, before.id))
-    return _steps(before.document, first_event)
-
-
 def _steps(document: bytes, first_event: TimelineEntry | None) -> list[TimelineEntry]:
+    """The timeline after a change: the stored one plus a step if the status changed (as
+    `present.timeline` would compute from the events)."""
     steps = _steps_of.decode(timeline_json(document))
     if first_event is not None and (not steps or steps[-1].status != first_event.status):
         steps.append(first_event)
@@ -290,8 +294,8 @@ async def _prepare(
     if outcome.payment is not None:
         after = msgspec.structs.replace(after, payments=[*after.payments, outcome.payment])
     shown = _render(before, after, outcome.events, base_url)
-    shown.order.timeline = _steps(before.document, shown.first_event)
-    return _Prepared(before, after, outcome, shown, document_of(shown.order), now, decide)
+    assert shown.document is not None  # (before.document is not None)
+    return _Prepared(before, after, outcome, shown, shown.document, now, decide)
 
 
 async def _write_prepared(

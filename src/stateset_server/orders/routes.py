@@ -15,6 +15,7 @@ from stateset_server.core.listing import list_parameters, parse_list_query
 from stateset_server.core.money import format_amount, parse_amount
 from stateset_server.core.pagination import list_envelope
 from stateset_server.orders import bulk, lifecycle, listing, service
+from stateset_server.orders.document import body_of
 from stateset_server.orders.intake import address_dict, payment_request
 from stateset_server.orders.lifecycle import Decide, Outcome
 from stateset_server.orders.listing import ORDER_LIST
@@ -41,12 +42,12 @@ B = TypeVar("B")
 _ORDER_ERRORS = ("RESOURCE_NOT_FOUND", "RESOURCE_CONFLICT", "VALIDATION_ERROR", "INVALID_FIELD_FORMAT")
 
 
-def _created(order: OrderOut) -> tuple[int, OrderOut]:
-    return 201, order
+def _created(order: OrderOut) -> tuple[int, Any]:
+    return 201, body_of(order)
 
 
-def _order_of(result: tuple[OrderOut, Outcome]) -> tuple[int, OrderOut]:
-    return 200, result[0]
+def _order_of(result: tuple[OrderOut, Outcome]) -> tuple[int, Any]:
+    return 200, body_of(result[0])
 
 
 async def create_order(request: Request, principal: Principal | None) -> Response:
@@ -141,7 +142,7 @@ async def pay_order(request: Request, principal: Principal | None) -> Response:
             "amount_paid": order.amount_paid,
             "amount_due": order.amount_due,
             "payment": payment,
-            "order": order,
+            "order": body_of(order),
         }
 
     idempotency.bind(render)

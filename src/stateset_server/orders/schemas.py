@@ -236,7 +236,7 @@ class TimelineEntry(msgspec.Struct):
     event_id: str
 
 
-class OrderOut(msgspec.Struct):
+class OrderOut(msgspec.Struct, dict=True):  # dict: `document.render` keeps the encoded body on it
     id: str
     order_number: int
     status: str

@@ -12,7 +12,7 @@ from stateset_server.customers import service as customer_service
 from stateset_server.events import log
 from stateset_server.inventory import stock
 from stateset_server.orders import lifecycle, repository
-from stateset_server.orders.document import document_of, respond
+from stateset_server.orders.document import render, respond
 from stateset_server.orders.intake import new_order, payment_request
 from stateset_server.orders.model import Order
 from stateset_server.orders.present import customer_ref, order_out, timeline
@@ -122,9 +122,9 @@ async def insert_planned(
         customer_email=email,
         customer=customer_ref(customer_id, email),
     )
-    data = _encode(shown)  # the event's snapshot has no timeline
     shown.timeline = [TimelineEntry("CREATED", shown.created_at, "order.created", event_id)]
-    await repository.insert_order(tx, order, document_of(shown))
+    rendered = render(shown)
+    await repository.insert_order(tx, order, rendered.document)
     expires = order.created_at + stock.RESERVATION_TTL_US
     for sku, quantity in plan.tracked.items():
         await stock.reserve(
@@ -137,7 +137,7 @@ async def insert_planned(
         type="order.created",
         object_type="order",
         object_id=order.id,
-        data=data,
+        data=rendered.snapshot,
         created_at=order.created_at,
         request_id=request_id,
         object_status=order.status.value,
