@@ -37,6 +37,10 @@ import msgspec
 ORDER = (Path(__file__).parent / "wrk" / "order.json").read_bytes().strip()
 
 
+class _Created(msgspec.Struct):
+    id: str
+
+
 class Client:
     def __init__(self, app: Any, key: str) -> None:
         self.app = app
@@ -137,7 +141,7 @@ async def run(opts: argparse.Namespace) -> None:
     async def create(_i: int) -> tuple[int, bytes]:
         status, body = await client.call("POST", "/v1/orders", ORDER, keyed=True)
         if status == 201:
-            created.append(msgspec.json.decode(body)["id"])
+            created.append(msgspec.json.decode(body, type=_Created).id)
         return status, body
 
     async def get(i: int) -> tuple[int, bytes]:
@@ -218,7 +222,9 @@ async def run(opts: argparse.Namespace) -> None:
 
 def _instrument(on: bool) -> None:
     """Under `valgrind --tool=callgrind --instr-atstart=no`: count instructions from here (or stop)."""
-    subprocess.run(["callgrind_control", "-i", "on" if on else "off", str(os.getpid())], check=True, capture_output=True)
+    subprocess.run(
+        ["callgrind_control", "-i", "on" if on else "off", str(os.getpid())], check=True, capture_output=True
+    )
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ from starlette.routing import Match
 from stateset_server.app import API_ROUTES
 from stateset_server.core.fastpath import RouteIndex
 from stateset_server.core.ids import _base62, new_id, random_token
-from stateset_server.orders.document import document_of, respond
+from stateset_server.orders.document import body_of, document_of, render, respond
 from stateset_server.orders.schemas import CustomerRef, OrderOut, ShippingDetails, TimelineEntry
 from stateset_server.storage.epoch import FileEpochs
 from stateset_server.storage.packing import unpack
@@ -83,6 +83,23 @@ def test_a_document_is_the_order_with_the_payment_url_of_the_request(metadata: d
     body = msgspec.json.decode(respond(unpack(document_of(shown)), "https://shop.example", "ord_1"))
     expected = msgspec.to_builtins(shown) | {"payment_url": "https://shop.example/pay/ord_1"}
     assert body == expected
+
+
+@pytest.mark.parametrize(
+    "metadata", [{}, {"timeline": [1], ',"timeline":': ',"payment_url":'}, {"k": ',"timeline":[],"payment_url":"x"}'}]
+)
+def test_one_encoding_cut_three_ways_equals_three_encodings(metadata: dict) -> None:
+    shown = _order(metadata)
+    body, document, snapshot = render(shown)
+    assert body == msgspec.json.encode(shown)
+    assert unpack(document) == unpack(document_of(shown))
+    assert snapshot == msgspec.json.encode(msgspec.structs.replace(shown, timeline=msgspec.UNSET))
+    assert msgspec.json.encode(body_of(shown)) == body  # the response is the body, as is
+    # A changed copy carries no body of the original: it is encoded afresh.
+    assert (
+        msgspec.json.decode(msgspec.json.encode(body_of(msgspec.structs.replace(shown, status="PAID"))))["status"]
+        == "PAID"
+    )
 
 
 def test_ids_keep_their_shape_and_do_not_repeat() -> None:
