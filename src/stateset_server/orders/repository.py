@@ -22,6 +22,7 @@ __all__ = [
     "get_order",
     "insert_order",
     "next_order_number",
+    "orders_by_id",
     "orders_from_rows",
     "read_order",
     "update_order",
@@ -334,6 +335,12 @@ def _in(tx: Tx, values: list[str]) -> tuple[str, list[object]]:
     if tx.dialect == "postgres":
         return "= ANY($1::text[])", [values]
     return "IN (" + ", ".join(f"${n}" for n in range(1, len(values) + 1)) + ")", list(values)
+
+
+async def orders_by_id(tx: Tx, ids: list[str]) -> list[Order]:
+    """Whole orders by id (ids the caller read in its workspace), in no particular order."""
+    clause, args = _in(tx, ids)
+    return await orders_from_rows(tx, await tx.fetch(f"SELECT {ORDER_COLUMNS} FROM orders WHERE id {clause}", *args))
 
 
 async def orders_from_rows(tx: Tx, rows: list[Row]) -> list[Order]:
