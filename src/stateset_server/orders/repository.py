@@ -45,7 +45,8 @@ _MUTABLE = (
 )  # fmt: skip
 _JSON_FIELDS = {"shipping_address", "billing_address", "metadata"}
 _ITEM_COLUMNS = "id, order_id, position, sku, description, quantity, unit_price, total, metadata"
-_ORDER_WIDTH = ORDER_COLUMNS.count(",") + 1
+_ORDER_NAMES = tuple(name.strip() for name in ORDER_COLUMNS.split(","))
+_ORDER_WIDTH = len(_ORDER_NAMES)
 _INSERT_ORDER = f"INSERT INTO orders ({ORDER_COLUMNS}, document) VALUES ({', '.join(f'${n}' for n in range(1, 34))})"
 
 
@@ -126,60 +127,19 @@ def _loads(text: str | None) -> dict | None:
 def _order(row: Row, items: list[Any], payments: list[Payment], document: bytes | None = None) -> Order:
     """An order from a row that starts with ORDER_COLUMNS, read by position (a name is looked up
     column by column), and its items as (id, sku, description, quantity, unit_price, total, metadata)."""
-    (
-        id, workspace_id, mode, order_number, status, currency, customer_id, customer_email, subtotal, tax,
-        shipping, total, shipping_address, shipping_method, billing_address, metadata, notes, version,
-        created_at, updated_at, resume_status, status_reason, amount_paid, amount_refunded, carrier,
-        tracking_number, estimated_delivery, paid_at, fulfilled_at, shipped_at, delivered_at, cancelled_at,
-    ) = row[:_ORDER_WIDTH]  # fmt: skip
-    return Order(
-        id=id,
-        workspace_id=workspace_id,
-        mode=mode,
-        order_number=order_number,
-        status=OrderStatus(status),
-        currency=currency,
-        customer_id=customer_id,
-        customer_email=customer_email,
-        items=[
-            LineItem(
-                id=item_id,
-                sku=sku,
-                description=description,
-                quantity=quantity,
-                unit_price=unit_price,
-                total=item_total,
-                metadata=_decode(item_metadata),
-            )
-            for item_id, sku, description, quantity, unit_price, item_total, item_metadata in items
-        ],
-        subtotal=subtotal,
-        tax=tax,
-        shipping=shipping,
-        total=total,
-        shipping_address=_loads(shipping_address),
-        shipping_method=shipping_method,
-        billing_address=_loads(billing_address),
-        metadata=_decode(metadata),
-        notes=notes,
-        version=version,
-        created_at=created_at,
-        updated_at=updated_at,
+    fields = dict(zip(_ORDER_NAMES, row[:_ORDER_WIDTH], strict=True))
+    resume_status = fields["resume_status"]
+    fields.update(
+        status=OrderStatus(fields["status"]),
         resume_status=OrderStatus(resume_status) if resume_status else None,
-        status_reason=status_reason,
-        amount_paid=amount_paid,
-        amount_refunded=amount_refunded,
-        carrier=carrier,
-        tracking_number=tracking_number,
-        estimated_delivery=estimated_delivery,
-        paid_at=paid_at,
-        fulfilled_at=fulfilled_at,
-        shipped_at=shipped_at,
-        delivered_at=delivered_at,
-        cancelled_at=cancelled_at,
+        shipping_address=_loads(fields["shipping_address"]),
+        billing_address=_loads(fields["billing_address"]),
+        metadata=_decode(fields["metadata"]),
+        items=[LineItem(*item[:6], metadata=_decode(item[6])) for item in items],
         payments=payments,
         document=document,
     )
+    return Order(**fields)
 
 
 async def _look_up(db: Database, query: Lookup, workspace_id: str, mode: str, order_id: str) -> Row | None:
