@@ -17,26 +17,18 @@ import msgspec
 from stateset_server.orders.schemas import OrderOut
 from stateset_server.storage.packing import pack
 
-__all__ = ["Rendered", "body_of", "document_of", "listed", "render", "respond", "timeline_json"]
+__all__ = ["Rendered", "body_of", "listed", "render", "respond", "timeline_json"]
 
 _encode = msgspec.json.encode
 _KEY = b',"payment_url":'
 _TIMELINE = b',"timeline":'  # the document's last field
 
 
-def document_of(shown: OrderOut) -> bytes:
-    """The document for `shown` as stored (packed), which must carry its timeline. The repository
-    gives it back unpacked (`Order.document`, `repository.get_document`)."""
-    assert shown.timeline is not msgspec.UNSET, "an order document includes the timeline"
-    raw = _encode(shown)
-    return pack(raw[: raw.rindex(_KEY)])
-
-
 class Rendered(NamedTuple):
     """An order after a change, encoded once and cut three ways."""
 
     body: bytes  # the order as the API answers with it: timeline and payment_url included
-    document: bytes  # as stored (packed): without payment_url
+    document: bytes  # as stored (packed): without payment_url; read back unpacked (`Order.document`)
     snapshot: bytes  # its events' data: without the timeline
 
 
