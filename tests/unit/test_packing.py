@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from stateset_server.storage import migrate as migrate_module
 from stateset_server.storage.migrate import load_migrations, migrate
-from stateset_server.storage.packing import DICTIONARY_V1, pack, unpack
+from stateset_server.storage.packing import DICTIONARY_V1, pack, pack_joined, unpack
 from tests.conftest import dispose_database_url, make_database_url
 
 json_values = st.recursive(
@@ -32,6 +32,13 @@ def test_a_packed_document_unpacks_to_the_same_bytes(value: object) -> None:
     packed = pack(document)
     assert isinstance(packed, bytes) and packed[:1] == b"\x01"
     assert unpack(packed) == document
+
+
+@given(json_values, st.binary(max_size=300))
+def test_a_packed_document_joined_with_bytes_in_clear_unpacks_to_both(value: object, tail: bytes) -> None:
+    document = msgspec.json.encode(value)
+    joined = pack_joined(pack(document), tail)
+    assert joined[:1] == b"\x02" and unpack(joined) == document + tail
 
 
 @given(json_values)
@@ -93,7 +100,7 @@ async def _documents_across_migration_13(url: str) -> list[bytes]:
         )
     finally:
         await conn.close()
-    assert await migrate(url) == [13]
+    assert await migrate(url) == list(range(13, len(load_migrations("postgres")) + 1))
     conn = await asyncpg.connect(url)
     try:
         return [
