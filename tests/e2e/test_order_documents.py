@@ -319,14 +319,18 @@ def test_documents_are_stored_packed_and_those_stored_before_packing_read_the_sa
     event = client.get("/v1/events", params={"limit": 1}).json()["data"][0]
     assert event["data"]["object"]["id"] == order_id
 
-    for sql in (
-        "SELECT document FROM orders WHERE id = $1",
-        "SELECT data FROM events WHERE object_id = $1",
-        "SELECT response FROM idempotency_keys WHERE key = 'packed-create' AND $1 <> ''",
+    document = _stored(ws, "SELECT document FROM orders WHERE id = $1", order_id)
+    for sql, form in (
+        ("SELECT document FROM orders WHERE id = $1", b"\x01"),
+        ("SELECT data FROM events WHERE object_id = $1", b"\x01"),
+        # The response: the document's packed frame again, then its payment_url in clear.
+        ("SELECT response FROM idempotency_keys WHERE key = 'packed-create' AND $1 <> ''", b"\x02"),
     ):
         stored = _stored(ws, sql, order_id)
-        assert isinstance(stored, bytes) and stored[:1] == b"\x01", sql
+        assert isinstance(stored, bytes) and stored[:1] == form, sql
         assert len(stored) < len(unpack(stored)) / 2, sql
+    response = _stored(ws, "SELECT response FROM idempotency_keys WHERE key = 'packed-create' AND $1 <> ''", order_id)
+    assert document[1:] in response and unpack(response) == created.content
 
     for table, column, where in (
         ("orders", "document", "id = $2"),

@@ -14,10 +14,10 @@ from starlette.routing import Match
 from stateset_server.app import API_ROUTES
 from stateset_server.core.fastpath import RouteIndex
 from stateset_server.core.ids import _base62, new_id, random_token
-from stateset_server.orders.document import body_of, render, respond
+from stateset_server.orders.document import body_of, render, respond, response_of
 from stateset_server.orders.schemas import CustomerRef, OrderOut, ShippingDetails, TimelineEntry
 from stateset_server.storage.epoch import FileEpochs
-from stateset_server.storage.packing import unpack
+from stateset_server.storage.packing import Packed, unpack
 
 PAIRS = [(api, api.starlette_route()) for api in API_ROUTES]
 
@@ -95,6 +95,9 @@ def test_one_encoding_cut_three_ways_equals_three_encodings(metadata: dict) -> N
     assert unpack(document) == body[: body.rindex(b',"payment_url":')]
     assert snapshot == msgspec.json.encode(msgspec.structs.replace(shown, timeline=msgspec.UNSET))
     assert msgspec.json.encode(body_of(shown)) == body  # the response is the body, as is
+    whole = response_of(shown)  # and, as a whole response, with its stored form for idempotency
+    assert isinstance(whole, Packed) and whole.body == body and unpack(whole.stored) == body
+    assert whole.stored[1 + 4 : 1 + 4 + len(document) - 1] == document[1:]  # the document's frame, reused
     # A changed copy carries no body of the original: it is encoded afresh.
     assert (
         msgspec.json.decode(msgspec.json.encode(body_of(msgspec.structs.replace(shown, status="PAID"))))["status"]

@@ -29,6 +29,7 @@ from stateset_server.core.forms import FormError, form_to_json
 from stateset_server.core.ids import request_id as next_request_id
 from stateset_server.core.validation import decode_body, decode_optional_body
 from stateset_server.storage.database import StorageUnavailable, is_unique_violation
+from stateset_server.storage.packing import Packed
 from stateset_server.workspaces.keys import Principal
 
 __all__ = [
@@ -99,6 +100,8 @@ def rendered(render: Callable[[Any], tuple[int, Any]], result: Any) -> Response:
     if stored is not None:
         return Response(stored[1], status_code=stored[0], media_type="application/json")
     status, content = render(result)
+    if type(content) is Packed:
+        return Response(content.body, status_code=status, media_type="application/json")
     return json_response(content, status)
 
 

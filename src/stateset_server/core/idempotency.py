@@ -30,7 +30,7 @@ from stateset_server.core.clock import now_us
 from stateset_server.core.errors import ApiError
 from stateset_server.storage import Database, Tx
 from stateset_server.storage.database import Lookup, RequiredRowMissing, Row
-from stateset_server.storage.packing import pack, unpack
+from stateset_server.storage.packing import Packed, pack, unpack
 from stateset_server.workspaces.keys import Principal
 
 __all__ = ["TTL_US", "IdempotentDatabase", "Replay", "Scope", "bind", "enter", "purge_expired"]
@@ -111,8 +111,8 @@ def bind(render: Callable[[Any], tuple[int, Any]]) -> None:
         scope.render = render
 
 
-async def _take(tx: Tx, scope: Scope, fingerprint: str, status: int, body: bytes) -> bool:
-    """Record the request's response under its key, in the transaction of its work; False when
+async def _take(tx: Tx, scope: Scope, fingerprint: str, status: int, stored: bytes) -> bool:
+    """Record the request's response (`stored`: packed) under its key, in its work's transaction; False when
     another request holds the key (on PostgreSQL this waits for that request's transaction to end).
     A key older than 24 hours is free again and is taken over. The transaction's last statement
     (`Tx.require`): on PostgreSQL, when the work wrote nothing yet, it goes with the work as one
@@ -133,7 +133,7 @@ async def _take(tx: Tx, scope: Scope, fingerprint: str, status: int, body: bytes
         scope.method,
         scope.path,
         status,
-        pack(body),
+        stored,
         now,
         now - TTL_US,
     )
@@ -207,8 +207,12 @@ class IdempotentDatabase:
             except ApiError as error:
                 raise _WorkFailed(error) from error  # rolls the work back
             status, content = render(result)
-            body = _encode(content)
-            if not await _take(tx, scope, fingerprint, status, body):
+            if type(content) is Packed:  # the body came with its stored form: no second compression
+                body, stored = content
+            else:
+                body = _encode(content)
+                stored = pack(body)
+            if not await _take(tx, scope, fingerprint, status, stored):
                 raise _KeyTaken  # rolls the work back: the key's first request answers for it
             scope.stored = (result, status, body)
             return result
@@ -227,7 +231,7 @@ class IdempotentDatabase:
 
         async def record(tx: Tx) -> None:
             # The work's 4xx, stored under the key right after its transaction rolled back.
-            if not await _take(tx, scope, fingerprint, error.status, body):
+            if not await _take(tx, scope, fingerprint, error.status, pack(body)):
                 raise _KeyTaken
 
         try:

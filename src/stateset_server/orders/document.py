@@ -15,9 +15,9 @@ from typing import NamedTuple
 import msgspec
 
 from stateset_server.orders.schemas import OrderOut
-from stateset_server.storage.packing import pack
+from stateset_server.storage.packing import Packed, pack, pack_joined
 
-__all__ = ["Rendered", "body_of", "listed", "render", "respond", "timeline_json"]
+__all__ = ["Rendered", "body_of", "listed", "render", "respond", "response_of", "timeline_json"]
 
 _encode = msgspec.json.encode
 _KEY = b',"payment_url":'
@@ -36,19 +36,30 @@ def render(shown: OrderOut) -> Rendered:
     """`shown` (its timeline set, and final: it is not changed afterwards) as a response, a stored
     document and an event snapshot, from one encoding: the timeline and payment_url are its last two
     fields, so each form is a cut of the same bytes, equal to what encoding it without them gives. The
-    body stays on `shown` for the response (`body_of`)."""
+    body stays on `shown` for the response (`response_of`, `body_of`)."""
     assert shown.timeline is not msgspec.UNSET, "an order document includes the timeline"
     body = _encode(shown)
     url = body.rindex(_KEY)
     timeline = body.rindex(_TIMELINE, 0, url)
-    shown.body = body  # type: ignore[attr-defined]  # OrderOut keeps extra attributes out of its JSON
-    return Rendered(body, pack(body[:url]), body[:timeline] + body[url:])
+    document = pack(body[:url])
+    # OrderOut keeps extra attributes out of its JSON. The stored response is the document's
+    # packed bytes and the payment_url in clear: no second compression of the same JSON.
+    shown.body = Packed(body, pack_joined(document, body[url:]))  # type: ignore[attr-defined]
+    return Rendered(body, document, body[:timeline] + body[url:])
 
 
-def body_of(shown: OrderOut) -> bytes | msgspec.Raw | OrderOut:
-    """What to encode to answer with `shown`: its body as `render` made it (as is), else itself."""
-    body = shown.__dict__.get("body")
-    return shown if body is None else msgspec.Raw(body)
+def body_of(shown: OrderOut) -> msgspec.Raw | OrderOut:
+    """What to encode to answer with `shown` inside a larger body: its JSON as `render` made it (as
+    is), else itself."""
+    rendered = shown.__dict__.get("body")
+    return shown if rendered is None else msgspec.Raw(rendered.body)
+
+
+def response_of(shown: OrderOut) -> Packed | OrderOut:
+    """What to answer with `shown` as the whole body: as `render` made it, with its stored form (the
+    idempotency layer keeps that), else itself."""
+    rendered: Packed | None = shown.__dict__.get("body")
+    return shown if rendered is None else rendered
 
 
 def payment_url(base_url: str, order_id: str) -> str:

@@ -15,7 +15,7 @@ from stateset_server.core.listing import list_parameters, parse_list_query
 from stateset_server.core.money import format_amount, parse_amount
 from stateset_server.core.pagination import list_envelope
 from stateset_server.orders import bulk, lifecycle, listing, service
-from stateset_server.orders.document import body_of
+from stateset_server.orders.document import body_of, response_of
 from stateset_server.orders.intake import address_dict, payment_request
 from stateset_server.orders.lifecycle import Decide, Outcome
 from stateset_server.orders.listing import ORDER_LIST
@@ -43,11 +43,11 @@ _ORDER_ERRORS = ("RESOURCE_NOT_FOUND", "RESOURCE_CONFLICT", "VALIDATION_ERROR", 
 
 
 def _created(order: OrderOut) -> tuple[int, Any]:
-    return 201, body_of(order)
+    return 201, response_of(order)
 
 
 def _order_of(result: tuple[OrderOut, Outcome]) -> tuple[int, Any]:
-    return 200, body_of(result[0])
+    return 200, response_of(result[0])
 
 
 async def create_order(request: Request, principal: Principal | None) -> Response:
