@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from stateset_server.storage import migrate as migrate_module
 from stateset_server.storage.migrate import load_migrations, migrate
-from stateset_server.storage.packing import DICTIONARY_V1, pack, pack_joined, unpack
+from stateset_server.storage.packing import DICTIONARY_V1, pack, pack_around, unpack
 from tests.conftest import dispose_database_url, make_database_url
 
 json_values = st.recursive(
@@ -34,11 +34,15 @@ def test_a_packed_document_unpacks_to_the_same_bytes(value: object) -> None:
     assert unpack(packed) == document
 
 
-@given(json_values, st.binary(max_size=300))
-def test_a_packed_document_joined_with_bytes_in_clear_unpacks_to_both(value: object, tail: bytes) -> None:
+@given(json_values, st.binary(max_size=300), st.binary(max_size=300))
+def test_a_packed_document_between_bytes_in_clear_unpacks_to_all_three(
+    value: object, before: bytes, after: bytes
+) -> None:
     document = msgspec.json.encode(value)
-    joined = pack_joined(pack(document), tail)
-    assert joined[:1] == b"\x02" and unpack(joined) == document + tail
+    packed = pack(document)
+    around = pack_around(packed, before=before, after=after)
+    assert around[:1] == b"\x02" and packed[1:] in around  # the frame as it was: no second compression
+    assert unpack(around) == before + document + after
 
 
 @given(json_values)

@@ -10,14 +10,14 @@ back per request: the cut is exact because `,"payment_url":` can only occur in t
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import msgspec
 
 from stateset_server.orders.schemas import OrderOut
-from stateset_server.storage.packing import Packed, pack, pack_joined
+from stateset_server.storage.packing import Packed, pack, pack_around
 
-__all__ = ["Rendered", "body_of", "listed", "render", "respond", "response_of", "timeline_json"]
+__all__ = ["Rendered", "enclosed", "listed", "render", "respond", "response_of", "timeline_json"]
 
 _encode = msgspec.json.encode
 _KEY = b',"payment_url":'
@@ -36,30 +36,41 @@ def render(shown: OrderOut) -> Rendered:
     """`shown` (its timeline set, and final: it is not changed afterwards) as a response, a stored
     document and an event snapshot, from one encoding: the timeline and payment_url are its last two
     fields, so each form is a cut of the same bytes, equal to what encoding it without them gives. The
-    body stays on `shown` for the response (`response_of`, `body_of`)."""
+    result stays on `shown` for the response (`response_of`, `enclosed`)."""
     assert shown.timeline is not msgspec.UNSET, "an order document includes the timeline"
     body = _encode(shown)
     url = body.rindex(_KEY)
     timeline = body.rindex(_TIMELINE, 0, url)
-    document = pack(body[:url])
-    # OrderOut keeps extra attributes out of its JSON. The stored response is the document's
-    # packed bytes and the payment_url in clear: no second compression of the same JSON.
-    shown.body = Packed(body, pack_joined(document, body[url:]))  # type: ignore[attr-defined]
-    return Rendered(body, document, body[:timeline] + body[url:])
+    rendered = Rendered(body, pack(body[:url]), body[:timeline] + body[url:])
+    shown.rendered = rendered  # type: ignore[attr-defined]  # OrderOut keeps extra attributes out of its JSON
+    return rendered
 
 
-def body_of(shown: OrderOut) -> msgspec.Raw | OrderOut:
-    """What to encode to answer with `shown` inside a larger body: its JSON as `render` made it (as
-    is), else itself."""
-    rendered = shown.__dict__.get("body")
-    return shown if rendered is None else msgspec.Raw(rendered.body)
+def _rendered(shown: OrderOut) -> Rendered | None:
+    return shown.__dict__.get("rendered")  # type: ignore[no-any-return]
 
 
 def response_of(shown: OrderOut) -> Packed | OrderOut:
-    """What to answer with `shown` as the whole body: as `render` made it, with its stored form (the
-    idempotency layer keeps that), else itself."""
-    rendered: Packed | None = shown.__dict__.get("body")
-    return shown if rendered is None else rendered
+    """What to answer with `shown` as the whole body: as `render` made it, with its stored form for
+    the idempotency layer (the packed document and its payment_url in clear: no second compression
+    of the same JSON), else itself."""
+    rendered = _rendered(shown)
+    if rendered is None:
+        return shown
+    body = rendered.body
+    return Packed(body, pack_around(rendered.document, after=body[body.rindex(_KEY) :]))
+
+
+def enclosed(fields: dict[str, Any], key: str, shown: OrderOut) -> Packed | dict[str, Any]:
+    """The body `{**fields, key: shown}` (`shown` last), its stored form around the order's packed
+    document as in `response_of`; a dict to encode when `shown` was not rendered."""
+    rendered = _rendered(shown)
+    if rendered is None:
+        return {**fields, key: shown}
+    body = rendered.body
+    before = b"".join((_encode(fields)[:-1], b"," if fields else b"", _encode(key), b":"))
+    after = body[body.rindex(_KEY) :] + b"}"
+    return Packed(before + body + b"}", pack_around(rendered.document, before=before, after=after))
 
 
 def payment_url(base_url: str, order_id: str) -> str:

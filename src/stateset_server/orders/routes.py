@@ -15,7 +15,7 @@ from stateset_server.core.listing import list_parameters, parse_list_query
 from stateset_server.core.money import format_amount, parse_amount
 from stateset_server.core.pagination import list_envelope
 from stateset_server.orders import bulk, lifecycle, listing, service
-from stateset_server.orders.document import body_of, response_of
+from stateset_server.orders.document import enclosed, response_of
 from stateset_server.orders.intake import address_dict, payment_request
 from stateset_server.orders.lifecycle import Decide, Outcome
 from stateset_server.orders.listing import ORDER_LIST
@@ -124,11 +124,11 @@ async def pay_order(request: Request, principal: Principal | None) -> Response:
         principal, pay_request, request.app.state.fees, received=None if raw is None else str(raw), accounts=accounts
     )
 
-    def render(result: tuple[OrderOut, Outcome]) -> tuple[int, dict[str, Any]]:
+    def render(result: tuple[OrderOut, Outcome]) -> tuple[int, Any]:
         order, outcome = result
         payment = payment_out(outcome.payment) if outcome.payment else None
         zero = format_amount(0, order.currency)
-        return 200, {
+        fields = {
             "object": "payment",
             "payment_id": payment.id if payment else None,
             "order_id": order.id,
@@ -142,8 +142,8 @@ async def pay_order(request: Request, principal: Principal | None) -> Response:
             "amount_paid": order.amount_paid,
             "amount_due": order.amount_due,
             "payment": payment,
-            "order": body_of(order),
         }
+        return 200, enclosed(fields, "order", order)
 
     idempotency.bind(render)
     return rendered(render, await _run(request, principal, decide))

@@ -11,8 +11,9 @@ to pack and ~1 µs to unpack. An order then takes under a third of the bytes it 
 Stored forms:
 - `b"\\x01"` + a zstd frame made with dictionary 1 (`packing_v1.dict`, which must never change:
   stored rows need it to be read);
-- `b"\\x02"` + the frame's length (4 bytes, big-endian) + such a frame + bytes in clear that follow
-  its JSON (`pack_joined`): a document that extends one already packed costs no second compression;
+- `b"\\x02"` + bytes in clear, such a frame, and bytes in clear (`pack_around`; the first two each
+  after their length, 4 bytes big-endian): JSON that encloses a document already packed (an order
+  inside its idempotent response) costs no second compression;
 - anything else is JSON as written before packing existed (a SQLite TEXT value, or PostgreSQL bytes
   converted by migration 13), returned as it is. JSON never begins with byte 1 or 2.
 """
@@ -25,7 +26,7 @@ from typing import NamedTuple
 
 import zstandard
 
-__all__ = ["DICTIONARY_V1", "Packed", "pack", "pack_joined", "unpack"]
+__all__ = ["DICTIONARY_V1", "Packed", "pack", "pack_around", "unpack"]
 
 DICTIONARY_V1 = (Path(__file__).parent / "packing_v1.dict").read_bytes()
 _V1 = b"\x01"
@@ -53,14 +54,15 @@ def pack(document: bytes) -> bytes:
     return _V1 + _codecs.compress(document)
 
 
-def pack_joined(head: bytes, tail: bytes) -> bytes:
-    """The stored form of the JSON `unpack(head) + tail`, where `head` is packed (`pack`)."""
-    assert head[:1] == _V1, "pack_joined extends a packed document"
-    return b"".join((_V2, (len(head) - 1).to_bytes(4, "big"), memoryview(head)[1:], tail))
+def pack_around(packed: bytes, *, before: bytes = b"", after: bytes = b"") -> bytes:
+    """The stored form of `before + unpack(packed) + after`, where `packed` came from `pack`."""
+    assert packed[:1] == _V1, "pack_around encloses a packed document"
+    frame = memoryview(packed)[1:]
+    return b"".join((_V2, len(before).to_bytes(4, "big"), before, len(frame).to_bytes(4, "big"), frame, after))
 
 
 class Packed(NamedTuple):
-    """A JSON body and its stored form, for a caller that has both already (`pack_joined`)."""
+    """A JSON body and its stored form, for a caller that has both already (`pack_around`)."""
 
     body: bytes
     stored: bytes
@@ -70,9 +72,10 @@ def unpack(stored: bytes | str) -> bytes:
     """The JSON of a stored document, packed or from before packing."""
     if stored[:1] == _V1:  # (a copy of the frame costs less than zstandard's path for a memoryview)
         return _codecs.decompress(stored[1:])  # type: ignore[no-any-return]
-    if stored[:1] == _V2:
-        end = 5 + int.from_bytes(stored[1:5], "big")
-        return _codecs.decompress(stored[5:end]) + stored[end:]  # type: ignore[no-any-return, operator]
+    if stored[:1] == _V2 and isinstance(stored, bytes):
+        frame = 5 + int.from_bytes(stored[1:5], "big")
+        end = frame + 4 + int.from_bytes(stored[frame : frame + 4], "big")
+        return b"".join((stored[5:frame], _codecs.decompress(stored[frame + 4 : end]), stored[end:]))
     if isinstance(stored, str):
         return stored.encode()
     return bytes(stored)
