@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import uvloop
 
+from stateset_server.storage import sqlite as sqlite_module
 from stateset_server.storage.database import Stale, StorageUnavailable
 from stateset_server.storage.migrate import MigrationError, _check, load_migrations, migrate
 from stateset_server.storage.sqlite import MMAP_SIZE, SQLiteDatabase, connect, run_sync
@@ -133,6 +134,68 @@ def test_sqlite_is_in_wal_mode_with_full_sync(tmp_path: Path) -> None:
         assert ours.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
         assert ours.execute("PRAGMA mmap_size").fetchone()[0] == MMAP_SIZE > 0
         ours.close()
+
+
+_ONE_WORKSPACE = "INSERT INTO workspaces (id, name, created_at) VALUES ('ws_1', 'w', 0)"
+
+
+def test_a_write_is_answered_only_after_the_wal_holding_it_is_flushed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """COMMIT does not fsync; the writer fdatasyncs the WAL right after it (the lock released) and
+    answers only then. Seen from inside that fdatasync: the row is committed (another connection
+    reads it) while its writer is not answered yet."""
+    url = f"sqlite:///{tmp_path}/s.db"
+    writes: list[asyncio.Future[None]] = []
+    seen: list[tuple[int, bool]] = []
+
+    def observing_fdatasync(fd: int) -> None:
+        assert os.readlink(f"/proc/self/fd/{fd}").endswith("s.db-wal")  # the WAL file is what is flushed
+        other = sqlite3.connect(tmp_path / "s.db")
+        seen.append((other.execute("SELECT count(*) FROM workspaces").fetchone()[0], writes[0].done()))
+        other.close()
+        os.fsync(fd)
+
+    monkeypatch.setattr(sqlite_module, "_fdatasync", observing_fdatasync)
+
+    async def scenario() -> int:
+        await migrate(url)
+        db = SQLiteDatabase.open(url)
+        try:
+            writes.append(asyncio.ensure_future(db.write(lambda tx: tx.execute(_ONE_WORKSPACE))))
+            await writes[0]
+            return int(db._writer._conn.execute("PRAGMA synchronous").fetchone()[0])
+        finally:
+            await db.close()
+
+    mode = asyncio.run(scenario())
+    assert seen and seen[0] == (1, False)  # committed, not yet answered
+    assert mode == 1  # NORMAL: the fsync is the writer's own, after COMMIT
+
+
+def test_a_write_whose_flush_fails_is_not_answered_as_a_success(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path}/s.db"
+
+    def failing_fdatasync(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(sqlite_module, "_fdatasync", failing_fdatasync)
+
+    async def scenario() -> StorageUnavailable | None:
+        await migrate(url)
+        db = SQLiteDatabase.open(url)
+        try:
+            await db.write(lambda tx: tx.execute(_ONE_WORKSPACE))
+        except StorageUnavailable as exc:
+            return exc
+        finally:
+            await db.close()
+        return None
+
+    outcome = asyncio.run(scenario())
+    assert isinstance(outcome, StorageUnavailable) and "not flushed" in str(outcome)
 
 
 def test_an_edited_migration_is_refused() -> None:

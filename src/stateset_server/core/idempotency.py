@@ -22,7 +22,7 @@ import re
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import msgspec
 
@@ -185,6 +185,9 @@ class IdempotentDatabase:
     async def lookup(self, query: Lookup, key: str) -> Row | None:
         return await self._db.lookup(query, key)
 
+    async def flush(self) -> None:
+        await self._db.flush()
+
     async def ping(self) -> None:
         await self._db.ping()
 
@@ -221,8 +224,7 @@ class IdempotentDatabase:
             return await self._db.write(guarded)
         except (_KeyTaken, RequiredRowMissing):
             scope.stored = None  # (RequiredRowMissing: `guarded` returned, but nothing was kept)
-            await self._db.read(lambda tx: _held(tx, scope, fingerprint))
-            raise AssertionError("_held always raises") from None
+            await self._replay(scope, fingerprint)
         except _WorkFailed as failed:
             error = failed.error
         if error.status >= 500:
@@ -237,8 +239,18 @@ class IdempotentDatabase:
         try:
             await self._db.write(record)
         except (_KeyTaken, RequiredRowMissing):
-            await self._db.read(lambda tx: _held(tx, scope, fingerprint))
+            await self._replay(scope, fingerprint)
         raise Replay(error.status, body, replayed=False)  # sent as stored: a retry gets the same bytes
+
+    async def _replay(self, scope: Scope, fingerprint: str) -> NoReturn:
+        """Raise what the key's holder answered (`_held`), once what it wrote is on disk: the first
+        request may not be answered yet itself (`Database.flush`)."""
+        try:
+            await self._db.read(lambda tx: _held(tx, scope, fingerprint))
+        except Replay:
+            await self._db.flush()
+            raise
+        raise AssertionError("_held always raises")
 
 
 async def purge_expired(db: Database) -> int:

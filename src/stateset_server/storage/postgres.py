@@ -505,6 +505,9 @@ class PostgresDatabase:
             lookups = self._lookups[query] = _Lookups(self._pool, query)
         return await lookups.get(key)
 
+    async def flush(self) -> None:
+        """Nothing to wait for: PostgreSQL shows a transaction only once its commit is on disk."""
+
     async def ping(self) -> None:
         try:
             async with self._pool.acquire() as conn:

@@ -1,11 +1,12 @@
-"""SQLite engine: WAL, fsync on every commit, and one group-commit writer per process.
+"""SQLite engine: WAL, an fsync before every answer, and one group-commit writer per process.
 
-Why a writer that commits in groups: with `synchronous=FULL` every COMMIT costs an fsync (~150 µs
-here). The writer takes every unit of work queued by the time it holds the write lock (all that came
-in while another process held it), runs each under its own SAVEPOINT (one failing unit never fails
-its neighbours), and commits the group once. A caller's future resolves only after that COMMIT
-returned, so every acknowledged write is on disk. At low load a group is a single write; there is no
-timer and no added latency.
+Why a writer that commits in groups: every durable commit costs an fsync (0.13-2.5 ms here). The
+writer takes every unit of work queued by the time it holds the write lock (all that came in while
+another process held it), runs them (one failing unit never fails its neighbours), and commits the
+group once. The fsync comes right after the COMMIT, once the lock is released (`_flush_wal`): a
+caller's future resolves only when the WAL holding its commit is on disk, so every acknowledged
+write is durable, while another process's group already runs. At low load a group is a single
+write; there is no timer and no added latency.
 
 Everything from BEGIN IMMEDIATE to COMMIT runs on the event loop (`_GroupCommitWriter` says why);
 waiting for another process's lock does not block it (`wakeup.py`).
@@ -17,6 +18,7 @@ snapshot), which never blocks the writer; a single-statement read skips BEGIN/CO
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import sqlite3
 import time
@@ -47,6 +49,7 @@ CHECKPOINT_EVERY = 0.25  # seconds between checkpoints after commits (SQLite's o
 # A page changed by many commits meanwhile is copied once: creates +4.6 % over 0.05 s (docs/benchmarks.md).
 MMAP_SIZE = 1 << 30  # bytes of the database file mapped (address space, not memory)
 CHECKPOINT_LOCKED_PAGES = 16_384  # a WAL this long (64 MiB) is checkpointed holding the writers' lock
+_fdatasync = getattr(os, "fdatasync", os.fsync)  # the WAL's data and its length; macOS has only fsync
 _PLACEHOLDER = re.compile(r"\$(\d+)")
 _translated: dict[str, str] = {}
 
@@ -234,6 +237,19 @@ class _GroupCommitWriter:
     fsync, during which the other core runs the process that writes next.
 
     The WAL checkpoint runs in a thread on its own connection, after COMMIT released the lock.
+
+    COMMIT does not fsync (`synchronous=NORMAL` on this connection): `_flush_wal` fdatasyncs the WAL
+    file right after it, on the loop, and only then are the group's callers answered. The loop still
+    waits through the fsync, but the write lock is no longer held through it, so the other processes
+    write meanwhile (fsyncs of 100-400 ms happen on this disk). The fsync in a thread of its own was
+    slower: answering from it waits for the GIL (docs/benchmarks.md, session 11). The WAL is written
+    in order, so an fsync covers every commit before it, another process's included: a write that
+    read another's change is answered after both are on disk. With NORMAL, SQLite still syncs the
+    WAL before a checkpoint copies it and the database file after (the checkpoint connection is FULL
+    anyway), so a WAL that starts over never drops a commit that is only in the WAL. A committed but
+    not yet flushed write is visible to reads for that moment, and a power cut (not a crash: the OS
+    has the pages) in it would undo it, though no caller was told it succeeded; an idempotent replay
+    flushes first (`flush`).
     """
 
     def __init__(self, path: str, epochs: FileEpochs | None) -> None:
@@ -243,6 +259,7 @@ class _GroupCommitWriter:
         # SQLite's automatic checkpoint runs inside COMMIT, while this process holds every writer's
         # lock; `_checkpoint` runs it after the lock is released instead, on a connection of its own.
         self._conn.execute("PRAGMA wal_autocheckpoint = 0")
+        self._conn.execute("PRAGMA synchronous = NORMAL")  # the fsync is `_flush`'s, after the lock
         self._checkpointer = connect(path)
         self._checkpointer.execute("PRAGMA wal_autocheckpoint = 0")
         self._wakeups = WriteWakeups.beside(path)
@@ -253,6 +270,8 @@ class _GroupCommitWriter:
         self._wal_pages = 0  # frames in the WAL at the last checkpoint
         self._tx = SQLiteTx(self._conn, epochs)
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-checkpoint")
+        self._wal_path = path + "-wal"
+        self._wal_fd: int | None = None  # opened after the first COMMIT, which creates the file
         self._pending: list[_Unit] = []
         self._isolated: set[asyncio.Future[Any]] = set()  # units to run in a savepoint of their own
         self._draining: asyncio.Task[None] | None = None
@@ -336,7 +355,7 @@ class _GroupCommitWriter:
                 self._tx.flush_numbers()
                 self.run_seconds += time.perf_counter() - started
                 committing = time.perf_counter()
-                self._conn.execute("COMMIT")  # blocks the loop through the fsync: see the class
+                self._conn.execute("COMMIT")  # no fsync here (NORMAL): `_flush_wal`, once the lock is released
                 self.commit_seconds += time.perf_counter() - committing
             except BaseException:
                 self._tx.forget_numbers()
@@ -354,14 +373,33 @@ class _GroupCommitWriter:
                 callback()
         self.groups += 1
         self.units += len(group)
+        unflushed = self._flush_wal()
         for future, result, exc in outcomes:
             if future.cancelled():
                 continue
-            if exc is None:
-                future.set_result(result)
+            if exc is not None:
+                future.set_exception(exc)  # its writes were undone
+            elif unflushed is not None:  # committed, but whether it is on disk is unknown: no success
+                future.set_exception(StorageUnavailable(f"the write was committed but not flushed: {unflushed}"))
             else:
-                future.set_exception(exc)
+                future.set_result(result)
         self._maybe_checkpoint()
+
+    def _flush_wal(self) -> OSError | None:
+        """fdatasync the WAL: everything committed so far, by any process, is then on disk."""
+        try:
+            if self._wal_fd is None:
+                self._wal_fd = os.open(self._wal_path, os.O_RDONLY)
+            _fdatasync(self._wal_fd)
+        except OSError as exc:
+            return exc
+        return None
+
+    async def flush(self) -> None:
+        """Until everything committed so far, by any process, is on disk."""
+        unflushed = self._flush_wal()
+        if unflushed is not None:
+            raise StorageUnavailable(f"the database could not be flushed: {unflushed}")
 
     def _maybe_checkpoint(self) -> None:
         now = time.monotonic()
@@ -433,6 +471,8 @@ class _GroupCommitWriter:
         if self._checkpointing is not None:
             await asyncio.shield(self._checkpointing)
         self._io.shutdown(wait=True)
+        if self._wal_fd is not None:
+            os.close(self._wal_fd)
         self._conn.close()
         self._checkpointer.close()
         self._wakeups.close()
@@ -478,6 +518,10 @@ class SQLiteDatabase:
 
     async def lookup(self, query: Lookup, key: str) -> Row | None:
         return self._reader.execute(_sql(query.one), (key,)).fetchone()
+
+    async def flush(self) -> None:
+        """Until every write committed so far is on disk (a read may have shown one that is not yet)."""
+        await self._writer.flush()
 
     async def ping(self) -> None:
         try:
