@@ -150,7 +150,8 @@ def test_a_write_is_answered_only_after_the_wal_holding_it_is_flushed(
     seen: list[tuple[int, bool]] = []
 
     def observing_fdatasync(fd: int) -> None:
-        assert os.readlink(f"/proc/self/fd/{fd}").endswith("s.db-wal")  # the WAL file is what is flushed
+        if os.path.isdir("/proc/self/fd"):  # Linux: the WAL file is what is flushed
+            assert os.readlink(f"/proc/self/fd/{fd}").endswith("s.db-wal")
         other = sqlite3.connect(tmp_path / "s.db")
         seen.append((other.execute("SELECT count(*) FROM workspaces").fetchone()[0], writes[0].done()))
         other.close()
