@@ -228,7 +228,7 @@ async def run(opts: argparse.Namespace) -> None:
 class WalPages:
     """Pages the writer's COMMITs append to the WAL, read from the WAL-index header in the -shm file
     (mxFrame at byte 16, the salts at 32-39: https://www.sqlite.org/walformat.html). A write's pages
-    are most of what its COMMIT costs (copying, checksums, the fsync) and what checkpoints copy again;
+    are most of what committing it costs (copying, checksums, the fsync after COMMIT) and what checkpoints copy again;
     unlike seconds, they do not move with the machine's load."""
 
     def __init__(self, writer: Any, database: str) -> None:

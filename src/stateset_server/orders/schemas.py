@@ -236,7 +236,7 @@ class TimelineEntry(msgspec.Struct):
     event_id: str
 
 
-class OrderOut(msgspec.Struct, dict=True):  # dict: `document.render` keeps the encoded body on it
+class OrderOut(msgspec.Struct, dict=True):  # dict: `document.render` keeps its Rendered on it
     id: str
     order_number: int
     status: str

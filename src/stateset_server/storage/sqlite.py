@@ -233,8 +233,9 @@ class _GroupCommitWriter:
     thread that has the lock must then wait for the GIL before it can go on or let go, and with the
     loop busy that wait was longer than the fsync (py-spy, docs/benchmarks.md), all of it with every
     writer of the file locked out. So the loop now waits for the other processes' lock without
-    blocking (`WriteWakeups`: it serves requests meanwhile) and blocks only through its own COMMIT's
-    fsync, during which the other core runs the process that writes next.
+    blocking (`WriteWakeups`: it serves requests meanwhile) and blocks only through its own fsync
+    (`_flush_wal`, after COMMIT let go of the lock), during which the other core runs the process
+    that writes next.
 
     The WAL checkpoint runs in a thread on its own connection, after COMMIT released the lock.
 
@@ -259,7 +260,7 @@ class _GroupCommitWriter:
         # SQLite's automatic checkpoint runs inside COMMIT, while this process holds every writer's
         # lock; `_checkpoint` runs it after the lock is released instead, on a connection of its own.
         self._conn.execute("PRAGMA wal_autocheckpoint = 0")
-        self._conn.execute("PRAGMA synchronous = NORMAL")  # the fsync is `_flush`'s, after the lock
+        self._conn.execute("PRAGMA synchronous = NORMAL")  # the fsync is `_flush_wal`'s, after the lock
         self._checkpointer = connect(path)
         self._checkpointer.execute("PRAGMA wal_autocheckpoint = 0")
         self._wakeups = WriteWakeups.beside(path)
