@@ -9,11 +9,13 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from starlette.routing import Match
 
 from stateset_server.app import API_ROUTES
 from stateset_server.core.fastpath import RouteIndex
-from stateset_server.core.ids import _base62, new_id, random_token
+from stateset_server.core.ids import _base62, _digits, new_id, random_token
 from stateset_server.orders.document import enclosed, render, respond, response_of
 from stateset_server.orders.schemas import CustomerRef, OrderOut, ShippingDetails, TimelineEntry
 from stateset_server.storage.epoch import FileEpochs
@@ -116,6 +118,15 @@ def test_ids_keep_their_shape_and_do_not_repeat() -> None:
     assert all(re.fullmatch(r"ord_[0-9A-Za-z]{22}", i) for i in ids)
     assert _base62(0, 22) == "0" * 22 and _base62(61, 3) == "00z" and _base62(62, 3) == "010"
     assert re.fullmatch(r"[0-9A-Za-z]{33}", random_token())
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.integers(0, 2**48 - 1), st.integers(0, 2**80 - 1))
+def test_id_digits_are_the_base62_of_time_then_randomness(millis: int, random: int) -> None:
+    # The per-millisecond split must give exactly the 22 digits of the whole 128-bit value.
+    assert _digits(millis, random) == _base62((millis << 80) | random, 22)
+    assert _digits(millis, 0) == _base62(millis << 80, 22)  # the cached split, reused
+    assert _digits(millis, 2**80 - 1) == _base62((millis << 80) | (2**80 - 1), 22)
 
 
 def test_the_epoch_is_shared_by_every_opener_of_the_database(tmp_path: Path) -> None:

@@ -50,10 +50,54 @@ class _Entropy:
 _entropy = _Entropy()
 
 
+class _Split:
+    """The id's value is millis·2^80 + random; written as 8 high and 14 low base62 digits, the high
+    digits and the low digits' offset depend on the millisecond alone. Worked out once per
+    millisecond, an id then costs seven small divisions instead of eleven on a 128-bit number."""
+
+    __slots__ = ("high", "higher", "millis", "offset")
+
+    def __init__(self) -> None:
+        self.millis = -1
+        self.offset = 0
+        self.high = self.higher = ""
+
+    def move_to(self, millis: int) -> None:
+        high, self.offset = divmod(millis << 80, _LOW)
+        self.high, self.higher = _base62(high, 8), _base62(high + 1, 8)
+        self.millis = millis
+
+
+_LOW = 62**14  # > 2**80: the random part changes the high digits by a carry of at most one
+_SEVEN = 62**7
+_split = _Split()
+
+
+def _digits(millis: int, random: int) -> str:
+    """`_base62((millis << 80) | random, 22)`, exactly (tested), at a fraction of the cost."""
+    split = _split
+    if millis != split.millis:
+        split.move_to(millis)
+    low = split.offset + random
+    if low >= _LOW:
+        low -= _LOW
+        head = split.higher
+    else:
+        head = split.high
+    a, b = divmod(low, _SEVEN)
+    a, a3 = divmod(a, 3844)
+    a, a2 = divmod(a, 3844)
+    a, a1 = divmod(a, 3844)
+    b, b3 = divmod(b, 3844)
+    b, b2 = divmod(b, 3844)
+    b, b1 = divmod(b, 3844)
+    pairs, alphabet = _PAIRS, _ALPHABET
+    return f"{head}{alphabet[a]}{pairs[a1]}{pairs[a2]}{pairs[a3]}{alphabet[b]}{pairs[b1]}{pairs[b2]}{pairs[b3]}"
+
+
 def new_id(prefix: str) -> str:
-    millis = time.time_ns() // 1_000_000
-    value = (millis << 80) | int.from_bytes(_entropy.take(10), "big")
-    return f"{prefix}_{_base62(value, _WIDTH)}"
+    random = int.from_bytes(_entropy.take(10), "big")
+    return f"{prefix}_{_digits(time.time_ns() // 1_000_000, random)}"
 
 
 def random_token(nbytes: int = 24) -> str:
