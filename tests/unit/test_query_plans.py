@@ -1,4 +1,6 @@
-"""PostgreSQL finds an order by id through its primary key even before the table has statistics.
+"""Query plans that must not depend on statistics a new database does not have yet.
+
+PostgreSQL finds an order by id through its primary key even before the table has statistics.
 
 A new database that fills fast (a bulk import, a benchmark) goes unanalyzed for a minute or more.
 Without statistics the planner took `WHERE id = $1 AND workspace_id = $2 AND mode = $3` as three
@@ -11,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -19,6 +23,7 @@ from stateset_server.core.errors import ApiError
 from stateset_server.orders import repository
 from stateset_server.orders.service import order_currency
 from stateset_server.storage.migrate import migrate
+from stateset_server.storage.sqlite import _sql as sqlite_sql
 from stateset_server.workspaces.keys import Principal
 from tests.conftest import dispose_database_url, make_database_url
 
@@ -102,3 +107,32 @@ def test_orders_are_found_by_primary_key_before_the_table_has_statistics(tmp_pat
             assert len(scans) == 2 and scans[1].startswith("Bitmap Index Scan on orders_pkey"), plan
         else:
             assert len(scans) == 1 and scans[0].startswith("Index Scan using orders_pkey on orders"), plan
+        held = [line for line in plan.splitlines() if " on reservations" in line]
+        assert all("using reservations_order_status on reservations" in line for line in held), plan
+
+
+def test_an_order_is_read_with_its_reservations_by_order_not_by_status(tmp_path: Path) -> None:
+    """SQLite, without statistics, took the reservations of an order read (`HELD_ORDER`, before every
+    pay, fulfil, cancel and update) through the index on (status, expires_at): every active
+    reservation of every workspace, per read. They are now found by order and status together."""
+    path = tmp_path / "plans.db"
+    asyncio.run(migrate(f"sqlite:///{path}"))
+    conn = sqlite3.connect(path)
+    try:
+        conn.executemany(
+            "INSERT INTO reservations (id, workspace_id, mode, order_id, sku, location, quantity, status,"
+            " expires_at, created_at, updated_at) VALUES (?, 'ws_1', 'test', ?, 'SKU-1', 'default', 1, 'active',"
+            " 9000000000000000, 1, 1)",
+            [(f"rsv_{n}", f"ord_{n}") for n in range(2_000)],
+        )
+        for sql, args in (
+            (repository.HELD_ORDER["sqlite"].one, ("ord_7",)),
+            (repository._GET_ORDER["sqlite", True], ("ord_7", "ws_1", "test")),
+        ):
+            plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sqlite_sql(sql), args)]
+            searches = [step for step in plan if "reservations" in step]
+            assert searches == [
+                "SEARCH reservations USING INDEX reservations_order_status (order_id=? AND status=?)"
+            ], plan
+    finally:
+        conn.close()
