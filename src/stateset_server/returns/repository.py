@@ -203,9 +203,12 @@ async def events_of(tx: Tx, principal: Principal, return_ids: Sequence[str]) -> 
     if not return_ids:
         return found
     clause, args = _in(tx, return_ids, 3)
+    # `+seq`: for two or more ids, `ORDER BY seq` had SQLite (no statistics) walk the workspace's whole
+    # feed on `events_feed (workspace_id, mode, seq)` to skip sorting a few rows (60 ms with 100,000
+    # events); now they come by object (`events_object`) and are sorted. PostgreSQL sorts them either way.
     rows = await tx.fetch(
         "SELECT id, object_id, type, created_at, object_status, data FROM events"
-        f" WHERE workspace_id = $1 AND mode = $2 AND object_id {clause} ORDER BY seq",
+        f" WHERE workspace_id = $1 AND mode = $2 AND object_id {clause} ORDER BY +seq",
         principal.workspace_id,
         principal.mode,
         *args,
