@@ -58,6 +58,9 @@ class Field:
     parse: Callable[[str], Any] | None = None  # enum: text → stored value (None when unknown)
     choices: tuple[str, ...] = ()  # enum: what to list in an error
     wildcard: bool = False  # string: `order.*` means the prefix `order.`
+    # An equality on it matches a few rows (an id, an email, a reference) and an index leads with it:
+    # on SQLite a page filtered so is read through that index and sorted, not walked in sort order.
+    selective: bool = False
 
 
 @dataclass(frozen=True)
@@ -338,6 +341,16 @@ def _keyset(sql: _Sql, sort: list[tuple[str, str, str]], values: list[Any], forw
     return "(" + " OR ".join(alternatives) + ")"
 
 
+def _narrowed(spec: ListSpec, query: ListQuery) -> bool:
+    """Whether an equality on a selective field filters a page sorted by another column than its
+    index gives in order: the selective fields' indexes go on with created_at, id (events': seq)."""
+    leading = query.sort[0][1]
+    if leading in ("created_at", "seq"):
+        return False
+    selective = {f.column for f in spec.fields.values() if f.selective}
+    return any(c.op in ("eq", "in") and c.column in selective and c.column != leading for c in query.conditions)
+
+
 async def fetch_page(tx: Tx, spec: ListSpec, query: ListQuery, principal: Principal, columns: str) -> Page:
     sql = _Sql(tx.dialect, [principal.workspace_id, principal.mode], leading=query.sort[0][1])
     sql.clauses = ["workspace_id = $1", "mode = $2"]
@@ -349,17 +362,24 @@ async def fetch_page(tx: Tx, spec: ListSpec, query: ListQuery, principal: Princi
     filters = " AND ".join(sql.clauses)
     filter_args = list(sql.args)
 
+    # SQLite (no statistics) would rather walk the sort column's index than sort: with an equality on
+    # a selective field that walks the whole workspace for a few rows (40 ms on 40,000 orders for
+    # `customer_id=…&sort=total`, 52 µs read by customer and sorted). `+column` (in the order and in
+    # a cursor's position) takes the sort's index out of the choice. Not for other filters: sorting
+    # a common status's rows costs more than walking.
+    hint = "+" if tx.dialect == "sqlite" and _narrowed(spec, query) else ""
+    sort = [(name, hint + column, d) for name, column, d in query.sort]
     forward = query.cursor is None or query.cursor["d"] == "next"
     where = list(sql.clauses)
     if query.cursor is not None:
         if len(query.cursor["k"]) != len(query.sort):
             raise _bad("cursor", "malformed cursor", "a next_cursor value", None)
-        where.append(_keyset(sql, query.sort, query.cursor["k"], forward))
+        where.append(_keyset(sql, sort, query.cursor["k"], forward))
 
     def direction(d: str) -> str:
         return d.upper() if forward else ("DESC" if d == "asc" else "ASC")
 
-    order = ", ".join(f"{column} {direction(d)}" for _n, column, d in query.sort)
+    order = ", ".join(f"{column} {direction(d)}" for _n, column, d in sort)
     keys = ", ".join(f"{column} AS _k{i}" for i, (_n, column, _d) in enumerate(query.sort))
     # The count (first pages only: later ones carry it in their cursor) rides in the page's statement
     # as a scalar subquery, run once (its parameters are the page's first ones): one round trip on

@@ -21,10 +21,10 @@ CUSTOMER_LIST = ListSpec(
     # engines inline this subquery, so the (workspace_id, mode, …) indexes still serve the page.
     table="(SELECT * FROM customers WHERE deleted_at IS NULL) AS customers",
     fields={
-        "id": Field("id", "string"),
+        "id": Field("id", "string", selective=True),
         # Filters and sorts on the lower-cased key (values are lower-cased too, parse_customer_query):
         # emails compare ignoring case, like their uniqueness.
-        "email": Field("email_key", "string", sortable=True),
+        "email": Field("email_key", "string", sortable=True, selective=True),
         "first_name": Field("first_name", "string"),
         # A missing last name sorts as "": NULLs order differently on the two engines and a keyset
         # cursor cannot compare with NULL.

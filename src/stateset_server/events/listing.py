@@ -11,9 +11,9 @@ _CREATED = Field("created_at", "datetime", sortable=True)
 EVENT_LIST = ListSpec(
     table="events",
     fields={
-        "id": Field("id", "string"),
+        "id": Field("id", "string", selective=True),
         "type": Field("type", "string", wildcard=True),
-        "object_id": Field("object_id", "string"),
+        "object_id": Field("object_id", "string", selective=True),
         "object_type": Field("object_type", "string"),
         "created": _CREATED,
         "created_at": _CREATED,

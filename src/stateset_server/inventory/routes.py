@@ -139,7 +139,7 @@ MOVEMENT_LIST = ListSpec(
         "sku": Field("sku", "string"),
         "location": Field("location", "string"),
         "kind": Field("kind", "string"),
-        "reference": Field("reference", "string"),
+        "reference": Field("reference", "string", selective=True),
         "created_at": Field("created_at", "datetime", sortable=True),
     },
     aliases={"created_after": ("created_at", "gt"), "created_before": ("created_at", "lt")},

@@ -42,11 +42,11 @@ _CREATED = Field("created_at", "datetime", sortable=True)
 ORDER_LIST = ListSpec(
     table="orders",
     fields={
-        "id": Field("id", "string", sortable=True),
+        "id": Field("id", "string", sortable=True, selective=True),
         "status": _STATUS,
-        "order_number": Field("order_number", "integer", sortable=True),
-        "customer_id": Field("customer_id", "string"),
-        "customer_email": Field("customer_email", "string", sortable=True),
+        "order_number": Field("order_number", "integer", sortable=True, selective=True),
+        "customer_id": Field("customer_id", "string", selective=True),
+        "customer_email": Field("customer_email", "string", sortable=True, selective=True),
         "currency": Field("currency", "enum", parse=_currency, choices=("USD", "USDC", "EUR", "…")),
         "total": _TOTAL,
         "total_amount": _TOTAL,

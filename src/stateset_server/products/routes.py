@@ -21,8 +21,8 @@ _CREATED = Field("created_at", "datetime", sortable=True)
 PRODUCT_LIST = ListSpec(
     table="(SELECT * FROM products WHERE deleted_at IS NULL) AS products",
     fields={
-        "id": Field("id", "string"),
-        "sku": Field("sku", "string", sortable=True),
+        "id": Field("id", "string", selective=True),
+        "sku": Field("sku", "string", sortable=True, selective=True),
         "name": Field("name", "string", sortable=True),
         "category": Field("category", "string"),
         "price": Field("price", "money", sortable=True),

@@ -18,8 +18,8 @@ _CREATED = Field("created_at", "datetime", sortable=True)
 RETURN_LIST = ListSpec(
     table="returns",
     fields={
-        "id": Field("id", "string", sortable=True),
-        "order_id": Field("order_id", "string"),
+        "id": Field("id", "string", sortable=True, selective=True),
+        "order_id": Field("order_id", "string", selective=True),
         "status": Field(
             "status", "enum", sortable=True, parse=parse_return_status, choices=tuple(s.value for s in ReturnStatus)
         ),
