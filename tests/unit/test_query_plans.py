@@ -186,10 +186,10 @@ def _skewed(tmp_path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path)
     rows = range(2_000)
     conn.executemany(
-        "INSERT INTO orders (id, workspace_id, mode, order_number, status, currency, customer_email, subtotal, tax,"
-        " shipping, total, created_at, updated_at) VALUES (?, 'ws_1', 'test', ?, 'pending', 'USD', ?, 100, 0, 0, 100,"
-        " ?, ?)",
-        [(f"ord_{n}", n, f"buyer{n % 10}@example.com", n, n) for n in rows],
+        "INSERT INTO orders (id, workspace_id, mode, order_number, status, currency, customer_id, customer_email,"
+        " subtotal, tax, shipping, total, created_at, updated_at)"
+        " VALUES (?, 'ws_1', 'test', ?, 'pending', 'USD', ?, ?, 100, 0, 0, 100, ?, ?)",
+        [(f"ord_{n}", n, f"cus_{n % 10}", f"buyer{n % 10}@example.com", n, n) for n in rows],
     )
     conn.executemany(
         "INSERT INTO reservations (id, workspace_id, mode, order_id, sku, location, quantity, status, expires_at,"
@@ -223,14 +223,18 @@ def _skewed(tmp_path: Path) -> sqlite3.Connection:
 PRINCIPAL = Principal("key_1", "ws_1", "test", "secret", frozenset())
 
 
-def _planned(conn: sqlite3.Connection, *calls: Callable[[Any], Coroutine[Any, Any, object]]) -> list[list[str]]:
-    """Per call, the plan steps of all its statements."""
-    found = []
-    for call in calls:
-        tx = _Planning(conn)
-        asyncio.run(call(tx))
-        found.append([step for plan in tx.plans for step in plan])
-    return found
+def _planned(tmp_path: Path, *calls: Callable[[Any], Coroutine[Any, Any, object]]) -> list[list[str]]:
+    """Per call, the plan steps of all its statements, on a fresh `_skewed` database."""
+    conn = _skewed(tmp_path)
+    try:
+        found = []
+        for call in calls:
+            tx = _Planning(conn)
+            asyncio.run(call(tx))
+            found.append([step for plan in tx.plans for step in plan])
+        return found
+    finally:
+        conn.close()
 
 
 def _page(spec: ListSpec, params: list[tuple[str, str]]) -> Callable[[Any], Coroutine[Any, Any, object]]:
@@ -248,11 +252,7 @@ def test_an_orders_expired_reservations_are_found_by_order_not_by_expiry(tmp_pat
     """Releasing an order's expired reservations (`release_order(expired_only=True)`) adds a range on
     expires_at: SQLite took it on `reservations_expiry (status, expires_at)`, every active reservation
     of every workspace (21 ms with 40,000). The order's index now carries expires_at as well."""
-    conn = _skewed(tmp_path)
-    try:
-        plans = _planned(conn, lambda tx: stock.release_order(tx, PRINCIPAL, "ord_7", 10**9, expired_only=True))
-    finally:
-        conn.close()
+    plans = _planned(tmp_path, lambda tx: stock.release_order(tx, PRINCIPAL, "ord_7", 10**9, expired_only=True))
     assert [_searches(plan, "reservations") for plan in plans] == [
         [
             "SEARCH reservations USING INDEX reservations_order_status"
@@ -265,16 +265,12 @@ def test_an_orders_returns_are_found_by_order_not_by_status(tmp_path: Path) -> N
     """What an order's returns already count (checked before each new return and refund), and
     `GET /v1/returns?order_id=`: SQLite walked the workspace's returns on `returns_status` or
     `returns_created` (4-7 ms with 10,000), not the index on order_id alone."""
-    conn = _skewed(tmp_path)
-    try:
-        plans = _planned(
-            conn,
-            lambda tx: returns_repository.returned_quantities(tx, PRINCIPAL, "ord_7"),
-            lambda tx: returns_repository.allocated(tx, PRINCIPAL, "ord_7"),
-            _page(RETURN_LIST, [("order_id", "ord_7")]),
-        )
-    finally:
-        conn.close()
+    plans = _planned(
+        tmp_path,
+        lambda tx: returns_repository.returned_quantities(tx, PRINCIPAL, "ord_7"),
+        lambda tx: returns_repository.allocated(tx, PRINCIPAL, "ord_7"),
+        _page(RETURN_LIST, [("order_id", "ord_7")]),
+    )
     assert len(plans) == 3
     for plan in plans:
         searches = _searches(plan, "returns", "r")
@@ -287,11 +283,7 @@ def test_the_events_of_several_returns_are_found_by_object_not_through_the_feed(
     """A page of returns reads their events in one statement ordered by seq: SQLite walked the whole
     workspace's feed (`events_feed (workspace_id, mode, seq)`) to skip the sort (60 ms with 100,000
     events). Ordered by `+seq`, the few rows come by object and are sorted."""
-    conn = _skewed(tmp_path)
-    try:
-        plans = _planned(conn, lambda tx: returns_repository.events_of(tx, PRINCIPAL, ["ret_1", "ret_2"]))
-    finally:
-        conn.close()
+    plans = _planned(tmp_path, lambda tx: returns_repository.events_of(tx, PRINCIPAL, ["ret_1", "ret_2"]))
     assert [_searches(plan, "events") for plan in plans] == [
         ["SEARCH events USING INDEX events_object (object_id=? AND workspace_id=? AND mode=?)"]
     ]
@@ -300,11 +292,7 @@ def test_the_events_of_several_returns_are_found_by_object_not_through_the_feed(
 def test_the_restocks_of_several_returns_are_found_by_reference_not_by_sku(tmp_path: Path) -> None:
     """A page of returns reads their restock movements in one statement: with the index on reference
     alone, SQLite walked the workspace's movements on `inventory_movements_sku` (51 ms with 50,000)."""
-    conn = _skewed(tmp_path)
-    try:
-        plans = _planned(conn, lambda tx: returns_repository.restocks_of(tx, PRINCIPAL, ["ret_1", "ret_2"]))
-    finally:
-        conn.close()
+    plans = _planned(tmp_path, lambda tx: returns_repository.restocks_of(tx, PRINCIPAL, ["ret_1", "ret_2"]))
     assert [_searches(plan, "inventory_movements") for plan in plans] == [
         [
             "SEARCH inventory_movements USING INDEX inventory_movements_reference"
@@ -317,7 +305,6 @@ def test_orders_by_customer_email_are_found_by_email_not_by_date(tmp_path: Path)
     """`GET /v1/orders?customer_email=` (newest first) walked every order of the workspace on
     `orders_created` to skip sorting one customer's (20 ms with 20,000). Sorting by email still
     walks the email index, pages after a cursor seek into it."""
-    conn = _skewed(tmp_path)
     after = encode_cursor(
         {
             "k": ["buyer1@example.com", "ord_7"],
@@ -328,15 +315,12 @@ def test_orders_by_customer_email_are_found_by_email_not_by_date(tmp_path: Path)
             "p": 2,
         }
     )
-    try:
-        by_email, sorted_first, sorted_next = _planned(
-            conn,
-            _page(ORDER_LIST, [("customer_email", "buyer1@example.com")]),
-            _page(ORDER_LIST, [("sort", "customer_email")]),
-            _page(ORDER_LIST, [("sort", "customer_email"), ("cursor", after)]),
-        )
-    finally:
-        conn.close()
+    by_email, sorted_first, sorted_next = _planned(
+        tmp_path,
+        _page(ORDER_LIST, [("customer_email", "buyer1@example.com")]),
+        _page(ORDER_LIST, [("sort", "customer_email")]),
+        _page(ORDER_LIST, [("sort", "customer_email"), ("cursor", after)]),
+    )
     searches = _searches(by_email, "orders")
     by_email_index = "INDEX orders_email (workspace_id=? AND mode=? AND customer_email=?)"
     assert searches and all(by_email_index in step for step in searches), by_email
@@ -352,18 +336,14 @@ def test_an_endpoints_deliveries_by_status_or_event_are_found_by_them(tmp_path: 
     """Failing an endpoint's queue (`cancel_pending`, when it is disabled) and its deliveries listed by
     status or event walked every delivery of the endpoint on `webhook_deliveries_endpoint` (18-31 ms
     with 10,000)."""
-    conn = _skewed(tmp_path)
     endpoint = SimpleNamespace(id="we_1", workspace_id="ws_1", mode="test")
-    try:
-        cancel, by_status, by_event, unfiltered = _planned(
-            conn,
-            lambda tx: webhooks_repository.cancel_pending(tx, endpoint, 10**9, "disabled"),
-            _page(DELIVERY_LIST, [("status", "pending"), ("endpoint_id", "we_1")]),  # as the route adds it
-            _page(DELIVERY_LIST, [("event_id", "evt_7"), ("endpoint_id", "we_1")]),
-            _page(DELIVERY_LIST, [("endpoint_id", "we_1")]),
-        )
-    finally:
-        conn.close()
+    cancel, by_status, by_event, unfiltered = _planned(
+        tmp_path,
+        lambda tx: webhooks_repository.cancel_pending(tx, endpoint, 10**9, "disabled"),
+        _page(DELIVERY_LIST, [("status", "pending"), ("endpoint_id", "we_1")]),  # as the route adds it
+        _page(DELIVERY_LIST, [("event_id", "evt_7"), ("endpoint_id", "we_1")]),
+        _page(DELIVERY_LIST, [("endpoint_id", "we_1")]),
+    )
     status = "INDEX webhook_deliveries_status (workspace_id=? AND mode=? AND endpoint_id=? AND status=?)"
     event = "INDEX webhook_deliveries_event (workspace_id=? AND mode=? AND endpoint_id=? AND event_id=?)"
     for plan, index in ((cancel, status), (by_status, status), (by_event, event)):
@@ -378,20 +358,14 @@ def test_a_page_narrowed_to_one_customer_is_read_by_customer_whatever_its_sort(t
     """`customer_id=…&sort=total` walked the workspace's orders on `orders_total` to skip sorting
     one customer's (40 ms with 40,000). An equality on a selective field now takes the sort's index
     out of SQLite's choice; a page of a common status still walks it (sorting that is dearer)."""
-    conn = _skewed(tmp_path)
-    conn.execute("UPDATE orders SET customer_id = 'cus_' || (order_number % 10)")
-    conn.commit()
     after = encode_cursor({"k": [100, "ord_7"], "s": "total:desc,id:desc", "d": "next", "t": 200, "x": True, "p": 2})
-    try:
-        first, following, by_status, by_email = _planned(
-            conn,
-            _page(ORDER_LIST, [("customer_id", "cus_1"), ("sort", "total"), ("order", "desc")]),
-            _page(ORDER_LIST, [("customer_id", "cus_1"), ("sort", "total"), ("order", "desc"), ("cursor", after)]),
-            _page(ORDER_LIST, [("status", "pending"), ("sort", "total")]),
-            _page(ORDER_LIST, [("customer_email", "buyer1@example.com"), ("sort", "updated_at")]),
-        )
-    finally:
-        conn.close()
+    first, following, by_status, by_email = _planned(
+        tmp_path,
+        _page(ORDER_LIST, [("customer_id", "cus_1"), ("sort", "total"), ("order", "desc")]),
+        _page(ORDER_LIST, [("customer_id", "cus_1"), ("sort", "total"), ("order", "desc"), ("cursor", after)]),
+        _page(ORDER_LIST, [("status", "pending"), ("sort", "total")]),
+        _page(ORDER_LIST, [("customer_email", "buyer1@example.com"), ("sort", "updated_at")]),
+    )
     for plan in (first, following):
         assert "INDEX orders_customer (workspace_id=? AND mode=? AND customer_id=?)" in _searches(plan, "orders")[0], (
             plan
