@@ -278,6 +278,10 @@ def test_counts_are_capped_unless_asked_for(ws: Workspace) -> None:
     assert exact["pagination"]["total_count"] == 1_100 and exact["pagination"]["total_count_exact"] is True
     filtered = client.get("/v1/orders", params={"order_number_gt": "2095"}).json()
     assert filtered["pagination"]["total_count"] == 5 and filtered["pagination"]["total_count_exact"] is True
+    at_cap = client.get("/v1/orders", params={"order_number_lte": "2000"}).json()["pagination"]  # numbers from 1001
+    assert at_cap["total_count"] == 1_000 and at_cap["total_count_exact"] is True
+    past_cap = client.get("/v1/orders", params={"order_number_lte": "2001"}).json()["pagination"]
+    assert past_cap["total_count"] == 1_000 and past_cap["total_count_exact"] is False
     for include in ({}, {"include": "total_count"}):  # an empty page's count, capped and exact
         beyond = client.get("/v1/orders", params={"limit": 100, "offset": 2_000, **include}).json()
         assert beyond["data"] == [] and beyond["pagination"]["total_count"] == (1_100 if include else 1_000)
