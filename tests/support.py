@@ -104,6 +104,14 @@ class ServerProcess:
         return keys[0] if keys else None
 
 
+def from_base62(digits: str) -> int:
+    """The number that base62 digits (ids, tokens: `core.ids`' alphabet) stand for."""
+    value = 0
+    for char in digits:
+        value = value * 62 + "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz".index(char)
+    return value
+
+
 def run(coro):
     return asyncio.run(coro)
 

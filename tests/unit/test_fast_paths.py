@@ -20,6 +20,7 @@ from stateset_server.orders.document import enclosed, render, respond, response_
 from stateset_server.orders.schemas import CustomerRef, OrderOut, ShippingDetails, TimelineEntry
 from stateset_server.storage.epoch import FileEpochs
 from stateset_server.storage.packing import Packed, unpack
+from tests.support import from_base62
 
 PAIRS = [(api, api.starlette_route()) for api in API_ROUTES]
 
@@ -149,20 +150,12 @@ def test_request_ids_are_unique_in_a_process_and_across_forked_workers() -> None
 
     ours = [request_id() for _ in range(10_000)]
     assert len(set(ours)) == len(ours) and all(re.fullmatch(r"req_[0-9A-Za-z]{22}", i) for i in ours)
-    counters = [_from_base62(i[16:]) for i in ours]
+    counters = [from_base62(i[16:]) for i in ours]
     assert counters == list(range(counters[0], counters[0] + 10_000))  # the counter, in base62, in order
     with multiprocessing.get_context("fork").Pool(2) as pool:
         theirs = pool.map(_ids_in_a_worker, range(2))
     assert ours[0][:16] not in {i[:16] for batch in theirs for i in batch}  # a new prefix in every worker
     assert not set(ours) & {i for batch in theirs for i in batch}
-
-
-def _from_base62(digits: str) -> int:
-    alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-    value = 0
-    for char in digits:
-        value = value * 62 + alphabet.index(char)
-    return value
 
 
 def _ids_in_a_worker(_: int) -> list[str]:

@@ -15,19 +15,16 @@ from stateset_server.workspaces.keys import (
     parse_key,
     validate_scopes,
 )
+from tests.support import from_base62
 
 
 def test_ids_are_prefixed_unique_and_sort_by_creation() -> None:
     ids = [new_id("ord") for _ in range(2000)]
     assert all(re.match(r"^ord_[0-9A-Za-z]{22}$", i) for i in ids)
     assert len(set(ids)) == 2000
-    alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
     def millis(object_id: str) -> int:
-        value = 0
-        for char in object_id[4:]:
-            value = value * 62 + alphabet.index(char)
-        return value >> 80  # the top 48 bits are the creation time in milliseconds
+        return from_base62(object_id[4:]) >> 80  # the top 48 bits are the creation time in milliseconds
 
     stamps = [millis(i) for i in ids]
     assert stamps == sorted(stamps)
