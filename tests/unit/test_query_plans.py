@@ -97,6 +97,8 @@ async def _plans(url: str) -> list[str]:
         await tx.fetchrow(repository.DOCUMENT.many, [order_id, "ord_" + "77".rjust(22, "0")])
         await tx.fetchrow(repository.HELD_ORDER["postgres"].one, order_id)
         await tx.fetchrow(repository.HELD_ORDER["postgres"].many, [order_id, "ord_" + "77".rjust(22, "0")])
+        await tx.fetchrow(repository.STATE_ORDER["postgres"].one, order_id)
+        await tx.fetchrow(repository.STATE_ORDER["postgres"].many, [order_id, "ord_" + "77".rjust(22, "0")])
         principal = Principal("key_1", "ws_1", "test", "secret", frozenset())
         with contextlib.suppress(ApiError):  # it explains the statement, then finds no row
             await order_currency(_Reads(tx), principal, order_id)  # type: ignore[arg-type]
@@ -111,7 +113,7 @@ def test_orders_are_found_by_primary_key_before_the_table_has_statistics(tmp_pat
         plans = asyncio.run(_plans(url))
     finally:
         dispose_database_url(url)
-    assert len(plans) == 7
+    assert len(plans) == 9
     for plan in plans:
         scans = [line.strip().removeprefix("->").strip() for line in plan.splitlines() if " on orders" in line]
         if scans[0].startswith("Bitmap Heap Scan on orders"):  # many ids: their rows through the key's bitmap
@@ -123,9 +125,10 @@ def test_orders_are_found_by_primary_key_before_the_table_has_statistics(tmp_pat
 
 
 def test_an_order_is_read_with_its_reservations_by_order_not_by_status(tmp_path: Path) -> None:
-    """SQLite, without statistics, took the reservations of an order read (`HELD_ORDER`, before every
-    pay, fulfil, cancel and update) through the index on (status, expires_at): every active
-    reservation of every workspace, per read. They are now found by order and status together."""
+    """SQLite, without statistics, took the reservations of an order read (`HELD_ORDER`, and now
+    `STATE_ORDER`, before every pay, fulfil, cancel and update) through the index on (status,
+    expires_at): every active reservation of every workspace, per read. They are now found by order
+    and status together."""
     path = tmp_path / "plans.db"
     asyncio.run(migrate(f"sqlite:///{path}"))
     conn = sqlite3.connect(path)
@@ -138,6 +141,7 @@ def test_an_order_is_read_with_its_reservations_by_order_not_by_status(tmp_path:
         )
         for sql, args in (
             (repository.HELD_ORDER["sqlite"].one, ("ord_7",)),
+            (repository.STATE_ORDER["sqlite"].one, ("ord_7",)),
             (repository._GET_ORDER["sqlite", True], ("ord_7", "ws_1", "test")),
         ):
             plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sqlite_sql(sql), args)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import msgspec
@@ -18,6 +19,7 @@ __all__ = [
     "DOCUMENT",
     "HELD_ORDER",
     "ORDER_COLUMNS",
+    "STATE_ORDER",
     "get_document",
     "get_order",
     "insert_order",
@@ -25,6 +27,7 @@ __all__ = [
     "orders_by_id",
     "orders_from_rows",
     "read_order",
+    "state_of",
     "update_order",
     "update_order_if_current",
 ]
@@ -47,7 +50,40 @@ _JSON_FIELDS = {"shipping_address", "billing_address", "metadata"}
 _ITEM_COLUMNS = "id, order_id, position, sku, description, quantity, unit_price, total, metadata"
 _ORDER_NAMES = tuple(name.strip() for name in ORDER_COLUMNS.split(","))
 _ORDER_WIDTH = len(_ORDER_NAMES)
-_INSERT_ORDER = f"INSERT INTO orders ({ORDER_COLUMNS}, document) VALUES ({', '.join(f'${n}' for n in range(1, 34))})"
+_INSERT_ORDER = (
+    f"INSERT INTO orders ({ORDER_COLUMNS}, document, state) VALUES ({', '.join(f'${n}' for n in range(1, 35))})"
+)
+# An order's row also stores the order as the domain sees it (`state`): `Order`'s fields but its last
+# two (document and held, read beside it), as one msgpack array in field order, after 4 bytes that
+# name the fields' shape (`Order`'s, `LineItem`'s and `Payment`'s names and types). A state written
+# before those types changed then reads as absent, not as values put in the wrong fields.
+_STORED_FIELDS = msgspec.structs.fields(Order)[:-2]
+assert [f.name for f in msgspec.structs.fields(Order)[-2:]] == ["document", "held"]
+_SHAPE = hashlib.blake2b(
+    repr(
+        [(t.__name__, [(f.name, repr(f.type)) for f in msgspec.structs.fields(t)]) for t in (Order, LineItem, Payment)]
+    ).encode(),
+    digest_size=4,
+).digest()
+_encode_state = msgspec.msgpack.Encoder().encode
+_decode_state = msgspec.msgpack.Decoder(tuple[tuple(f.type for f in _STORED_FIELDS)]).decode  # type: ignore[misc]
+
+
+def state_of(order: Order) -> bytes:
+    """The order as its row's `state` stores it: everything but its document and held reservations."""
+    return _SHAPE + _encode_state(msgspec.structs.astuple(order)[:-2])
+
+
+def _order_of_state(state: bytes | None, document: bytes | None, held: list[tuple[str, str, str, int]]) -> Order | None:
+    """The order a `state_of` stored, with its document (unpacked) and held reservations; None when
+    there is no state or it has another shape (written by another version of this server)."""
+    if state is None or state[:4] != _SHAPE:
+        return None
+    try:
+        values = _decode_state(memoryview(state)[4:])
+    except msgspec.ValidationError:
+        return None
+    return Order(*values, document=document, held=held)
 
 
 def _json(value: object) -> str | None:
@@ -97,6 +133,7 @@ async def insert_order(tx: Tx, order: Order, document: bytes) -> None:
         order.delivered_at,
         order.cancelled_at,
         document,
+        state_of(order),
     )
     await tx.executemany(
         f"INSERT INTO order_items ({_ITEM_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -224,12 +261,38 @@ async def get_order(tx: Tx, workspace_id: str, mode: str, order_id: str, *, for_
     return None if row is None else _order_of_row(row, for_update)
 
 
+def _state_order_sql(dialect: str, where: str) -> str:
+    agg, array, _metadata = _AGGREGATE[dialect]
+    return (
+        f"SELECT id, workspace_id, mode, version, state, document, (SELECT {agg}({array}(id, sku, location,"
+        " quantity)) FROM reservations WHERE order_id = orders.id AND (workspace_id, mode) IS NOT DISTINCT FROM"
+        f" (orders.workspace_id, orders.mode) AND status = 'active') AS held_json FROM orders WHERE {where}"
+    )
+
+
+# An order's stored state, document and active reservations by id alone (`_look_up` compares the
+# workspace and mode): what `read_order` needs when the row carries its state.
+STATE_ORDER = {
+    dialect: Lookup(one=_state_order_sql(dialect, "id = $1"), many=_state_order_sql(dialect, "id = ANY($1::text[])"))
+    for dialect in _AGGREGATE
+}
+
+
 async def read_order(db: Database, workspace_id: str, mode: str, order_id: str) -> Order | None:
     """The order and its active reservations (`Order.held`) as `get_order(…, for_update=True)` reads
-    them, but as one statement of its own, outside any transaction and without a lock: a command
-    prepared ahead of its transaction (orders/lifecycle.py) reads it so."""
-    row = await _look_up(db, HELD_ORDER[db.dialect], workspace_id, mode, order_id)
-    return None if row is None else _order_of_row(row, True)
+    them, but outside any transaction and without a lock: a command prepared ahead of its transaction
+    (orders/lifecycle.py) reads it so. One row: the order's stored state (`state_of`), when the row
+    has one at the row's version; else (an order last written before states were stored) also its
+    columns, items and payments."""
+    row = await _look_up(db, STATE_ORDER[db.dialect], workspace_id, mode, order_id)
+    if row is None:
+        return None
+    document = row["document"]
+    order = _order_of_state(row["state"], None if document is None else unpack(document), _held(row["held_json"]))
+    if order is None or order.version != row["version"]:
+        row = await _look_up(db, HELD_ORDER[db.dialect], workspace_id, mode, order_id)
+        return None if row is None else _order_of_row(row, True)
+    return order
 
 
 def _order_of_row(row: Row, held: bool) -> Order:
@@ -240,9 +303,13 @@ def _order_of_row(row: Row, held: bool) -> Order:
     payments = sorted((Payment(*payment) for payment in _loads_list(payments_json)), key=lambda p: (p.created_at, p.id))
     order = _order(row, items, payments, None if document is None else unpack(document))
     if held:
-        held_rows = sorted((str(h[0]), str(h[1]), str(h[2]), int(h[3])) for h in _loads_list(held_json))
-        order = msgspec.structs.replace(order, held=held_rows)
+        order = msgspec.structs.replace(order, held=_held(held_json))
     return order
+
+
+def _held(held_json: str | None) -> list[tuple[str, str, str, int]]:
+    """Active reservations aggregated as (id, sku, location, quantity) arrays, in a stable order."""
+    return sorted((str(h[0]), str(h[1]), str(h[2]), int(h[3])) for h in _loads_list(held_json))
 
 
 def _loads_list(text: str | None) -> list[list[Any]]:
@@ -278,14 +345,15 @@ async def update_order_if_current(tx: Tx, before: Order, after: Order, document:
 def _update(before: Order, after: Order, document: bytes, *, returning: str) -> tuple[Any, ...]:
     assert after.version == before.version + 1
     changed = [name for name in _MUTABLE if getattr(before, name) != getattr(after, name)]
-    assignments = ", ".join(f"{name} = ${n}" for n, name in enumerate(changed, start=5))
+    assignments = ", ".join(f"{name} = ${n}" for n, name in enumerate(changed, start=6))
     return (
-        f"UPDATE orders SET document = $4, {assignments}"
+        f"UPDATE orders SET document = $4, state = $5, {assignments}"
         " WHERE id = $1 AND workspace_id IS NOT DISTINCT FROM $2 AND version = $3" + returning,  # as IN_WORKSPACE
         before.id,
         before.workspace_id,
         before.version,
         document,
+        state_of(after),
         *(_column_value(after, name) for name in changed),
     )
 
