@@ -54,24 +54,38 @@ _INSERT_ORDER = (
     f"INSERT INTO orders ({ORDER_COLUMNS}, document, state) VALUES ({', '.join(f'${n}' for n in range(1, 35))})"
 )
 # An order's row also stores the order as the domain sees it (`state`): `Order`'s fields but its last
-# two (document and held, read beside it), as one msgpack array in field order, after 4 bytes that
-# name the fields' shape (`Order`'s, `LineItem`'s and `Payment`'s names and types). A state written
-# before those types changed then reads as absent, not as values put in the wrong fields.
-_STORED_FIELDS = msgspec.structs.fields(Order)[:-2]
-assert [f.name for f in msgspec.structs.fields(Order)[-2:]] == ["document", "held"]
+# two (document and held, read beside it), as one msgpack array in field order, its items and
+# payments arrays too (field names would be a third of the bytes), after 4 bytes that name the
+# fields' shape (`Order`'s, `LineItem`'s and `Payment`'s names and types). A state written before
+# those types changed then reads as absent, not as values put in the wrong fields.
+_FIELDS = msgspec.structs.fields(Order)
+assert [f.name for f in _FIELDS[-2:]] == ["document", "held"]
+_ITEMS, _PAYMENTS = (next(n for n, f in enumerate(_FIELDS) if f.name == name) for name in ("items", "payments"))
 _SHAPE = hashlib.blake2b(
     repr(
         [(t.__name__, [(f.name, repr(f.type)) for f in msgspec.structs.fields(t)]) for t in (Order, LineItem, Payment)]
     ).encode(),
     digest_size=4,
 ).digest()
+
+
+def _row_type(struct: type) -> Any:
+    return tuple[tuple(f.type for f in msgspec.structs.fields(struct))]  # type: ignore[misc]
+
+
+_STORED_TYPES = [f.type for f in _FIELDS[:-2]]
+_STORED_TYPES[_ITEMS], _STORED_TYPES[_PAYMENTS] = list[_row_type(LineItem)], list[_row_type(Payment)]
 _encode_state = msgspec.msgpack.Encoder().encode
-_decode_state = msgspec.msgpack.Decoder(tuple[tuple(f.type for f in _STORED_FIELDS)]).decode  # type: ignore[misc]
+_decode_state = msgspec.msgpack.Decoder(tuple[tuple(_STORED_TYPES)]).decode  # type: ignore[misc]
+_astuple = msgspec.structs.astuple
 
 
 def state_of(order: Order) -> bytes:
     """The order as its row's `state` stores it: everything but its document and held reservations."""
-    return _SHAPE + _encode_state(msgspec.structs.astuple(order)[:-2])
+    values = list(_astuple(order)[:-2])
+    values[_ITEMS] = [_astuple(item) for item in order.items]
+    values[_PAYMENTS] = [_astuple(payment) for payment in order.payments]
+    return _SHAPE + _encode_state(values)
 
 
 def _order_of_state(state: bytes | None, document: bytes | None, held: list[tuple[str, str, str, int]]) -> Order | None:
@@ -80,9 +94,11 @@ def _order_of_state(state: bytes | None, document: bytes | None, held: list[tupl
     if state is None or state[:4] != _SHAPE:
         return None
     try:
-        values = _decode_state(memoryview(state)[4:])
+        values = list(_decode_state(memoryview(state)[4:]))
     except msgspec.ValidationError:
         return None
+    values[_ITEMS] = [LineItem(*item) for item in values[_ITEMS]]
+    values[_PAYMENTS] = [Payment(*payment) for payment in values[_PAYMENTS]]
     return Order(*values, document=document, held=held)
 
 
