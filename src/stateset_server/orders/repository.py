@@ -56,14 +56,20 @@ _INSERT_ORDER = (
 # An order's row also stores the order as the domain sees it (`state`): `Order`'s fields but its last
 # two (document and held, read beside it), as one msgpack array in field order, its items and
 # payments arrays too (field names would be a third of the bytes), after 4 bytes that name the
-# fields' shape (`Order`'s, `LineItem`'s and `Payment`'s names and types). A state written before
-# those types changed then reads as absent, not as values put in the wrong fields.
+# fields' shape (`Order`'s, `LineItem`'s and `Payment`'s names and types, and how `state_of` lays
+# them out: `_LAYOUT`, to change with it). A state written before either changed then reads as
+# absent, not as values put in the wrong fields.
 _FIELDS = msgspec.structs.fields(Order)
 assert [f.name for f in _FIELDS[-2:]] == ["document", "held"]
 _ITEMS, _PAYMENTS = (next(n for n, f in enumerate(_FIELDS) if f.name == name) for name in ("items", "payments"))
+_LAYOUT = 2  # 1: items and payments as maps (never released)
 _SHAPE = hashlib.blake2b(
     repr(
-        [(t.__name__, [(f.name, repr(f.type)) for f in msgspec.structs.fields(t)]) for t in (Order, LineItem, Payment)]
+        [_LAYOUT]
+        + [
+            (t.__name__, [(f.name, repr(f.type)) for f in msgspec.structs.fields(t)])
+            for t in (Order, LineItem, Payment)
+        ]
     ).encode(),
     digest_size=4,
 ).digest()
