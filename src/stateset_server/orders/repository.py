@@ -243,18 +243,20 @@ def _get_order_sql(dialect: str, lock: str, held: bool, where: str = f"id = $1 A
     agg, array, metadata = _AGGREGATE[dialect]
     items = f"(SELECT {agg}({array}(position, id, sku, description, quantity, unit_price, total, {metadata}))"
     payments = f"(SELECT {agg}({array}({PAYMENT_COLUMNS}))"
-    held = (
-        f", (SELECT {agg}({array}(id, sku, location, quantity)) FROM reservations WHERE order_id = orders.id"
-        " AND (workspace_id, mode) IS NOT DISTINCT FROM (orders.workspace_id, orders.mode)"
-        " AND status = 'active') AS held_json"
-        if held
-        else ", NULL AS held_json"
-    )
     return (
         f"SELECT {ORDER_COLUMNS}, document,"
         f" {items} FROM order_items WHERE order_id = orders.id) AS items_json,"
-        f" {payments} FROM payments WHERE order_id = orders.id) AS payments_json{held}"
-        f" FROM orders WHERE {where}{lock}"
+        f" {payments} FROM payments WHERE order_id = orders.id) AS payments_json,"
+        f" {_held_sql(dialect) if held else 'NULL'} AS held_json FROM orders WHERE {where}{lock}"
+    )
+
+
+def _held_sql(dialect: str) -> str:
+    """The order's active reservations as one JSON array of (id, sku, location, quantity) arrays."""
+    agg, array, _metadata = _AGGREGATE[dialect]
+    return (
+        f"(SELECT {agg}({array}(id, sku, location, quantity)) FROM reservations WHERE order_id = orders.id"
+        " AND (workspace_id, mode) IS NOT DISTINCT FROM (orders.workspace_id, orders.mode) AND status = 'active')"
     )
 
 
@@ -284,12 +286,8 @@ async def get_order(tx: Tx, workspace_id: str, mode: str, order_id: str, *, for_
 
 
 def _state_order_sql(dialect: str, where: str) -> str:
-    agg, array, _metadata = _AGGREGATE[dialect]
-    return (
-        f"SELECT id, workspace_id, mode, version, state, document, (SELECT {agg}({array}(id, sku, location,"
-        " quantity)) FROM reservations WHERE order_id = orders.id AND (workspace_id, mode) IS NOT DISTINCT FROM"
-        f" (orders.workspace_id, orders.mode) AND status = 'active') AS held_json FROM orders WHERE {where}"
-    )
+    held = _held_sql(dialect)
+    return f"SELECT id, workspace_id, mode, version, state, document, {held} AS held_json FROM orders WHERE {where}"
 
 
 # An order's stored state, document and active reservations by id alone (`_look_up` compares the
