@@ -118,6 +118,16 @@ def test_another_workspaces_order_reads_as_absent(ws: Workspace, other_ws: Works
     assert run(with_database(ws.server.database_url, read)) is None
 
 
+def test_a_damaged_state_is_not_used(ws: Workspace) -> None:
+    order = order_in(ws, "PAID")
+    state = _state(ws, order["id"])
+    assert state is not None
+    for damaged in (state[: len(state) // 2], state[:4] + b"\xc1" + state[5:]):  # cut short; 0xc1: never valid
+        _execute(ws, "UPDATE orders SET state = $2 WHERE id = $1", order["id"], damaged)
+        prepared, held = _both_reads(ws, order["id"])
+        assert prepared == held and prepared is not None and prepared.status.value == "PAID"
+
+
 def test_a_state_of_another_shape_is_not_used(ws: Workspace) -> None:
     """A state written when the domain's types had other fields (another version of the server) is
     told by its first 4 bytes, and the order is read from its rows."""

@@ -101,7 +101,7 @@ def _order_of_state(state: bytes | None, document: bytes | None, held: list[tupl
         return None
     try:
         values = list(_decode_state(memoryview(state)[4:]))
-    except msgspec.ValidationError:
+    except msgspec.DecodeError:  # cut short or damaged, or of a layout these types do not fit
         return None
     values[_ITEMS] = [LineItem(*item) for item in values[_ITEMS]]
     values[_PAYMENTS] = [Payment(*payment) for payment in values[_PAYMENTS]]
