@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import httpx
 
-from tests.support import Workspace
+from stateset_server.storage import with_database
+from tests.support import Workspace, run
 
 WALLET = "stateset1vd6hxar0d4jhyh6lta047h6lta047h6ld4snts"
 EVM_WALLET = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
@@ -60,3 +61,13 @@ def fund(client: httpx.Client, wallet: str, amount: str) -> None:
 
 def balance(client: httpx.Client, wallet: str) -> str:
     return client.get(f"/v1/wallets/{wallet}").json()["balance"]
+
+
+def execute(ws: Workspace, sql: str, *args: object) -> None:
+    """One statement written to the workspace's database, as the server's own writes are (to put a
+    row in a state the API cannot, e.g. as an older version of the server left it)."""
+
+    async def write(db) -> None:
+        await db.write(lambda tx: tx.execute(sql, *args))
+
+    run(with_database(ws.server.database_url, write))

@@ -15,22 +15,13 @@ from stateset_server.payments.fees import FeeSchedule
 from stateset_server.storage import with_database
 from stateset_server.storage.packing import unpack
 from stateset_server.workspaces.keys import Principal
-from tests.e2e.lifecycle_support import PATHS, WALLET, act, balance, fund, new_order, order_in
+from tests.e2e.lifecycle_support import PATHS, WALLET, act, balance, execute, fund, new_order, order_in
 from tests.support import Workspace, run
-
-
-def _execute(ws: Workspace, sql: str, *args: object) -> None:
-    """One statement written to the workspace's database, as the server's own writes are."""
-
-    async def write(db) -> None:
-        await db.write(lambda tx: tx.execute(sql, *args))
-
-    run(with_database(ws.server.database_url, write))
 
 
 def _forget_document(ws: Workspace, order_id: str) -> None:
     """Make the order look like one written before documents existed: GET then renders it from rows."""
-    _execute(ws, "UPDATE orders SET document = NULL WHERE id = $1", order_id)
+    execute(ws, "UPDATE orders SET document = NULL WHERE id = $1", order_id)
 
 
 def _both_ways(ws: Workspace, order_id: str) -> tuple[dict, dict]:
@@ -303,7 +294,7 @@ def _stored(ws: Workspace, sql: str, *args: object) -> bytes | str:
 def _restore(ws: Workspace, sql: str, value: bytes, *args: object) -> None:
     """Write `value` (plain JSON) as a row written before packing holds it: TEXT on SQLite, its
     bytes on PostgreSQL (what migration 13 made of the text)."""
-    _execute(ws, sql, value if ws.server.database_url.startswith("postgresql") else value.decode(), *args)
+    execute(ws, sql, value if ws.server.database_url.startswith("postgresql") else value.decode(), *args)
 
 
 def test_documents_are_stored_packed_and_those_stored_before_packing_read_the_same(ws: Workspace) -> None:

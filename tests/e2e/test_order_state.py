@@ -10,7 +10,7 @@ import pytest
 from stateset_server.orders import repository
 from stateset_server.orders.model import Order
 from stateset_server.storage import with_database
-from tests.e2e.lifecycle_support import PATHS, WALLET, act, fund, new_order, order_in
+from tests.e2e.lifecycle_support import PATHS, WALLET, act, execute, fund, new_order, order_in
 from tests.e2e.test_inventory import product
 from tests.support import Workspace, run
 
@@ -25,13 +25,6 @@ def _both_reads(ws: Workspace, order_id: str) -> tuple[Order | None, Order | Non
         return prepared, held
 
     return run(with_database(ws.server.database_url, reads))
-
-
-def _execute(ws: Workspace, sql: str, *args: object) -> None:
-    async def write(db) -> None:
-        await db.write(lambda tx: tx.execute(sql, *args))
-
-    run(with_database(ws.server.database_url, write))
 
 
 def _state(ws: Workspace, order_id: str) -> bytes | None:
@@ -85,7 +78,7 @@ def test_states_follow_partial_payments_refunds_edits_and_reservations(ws: Works
 def test_an_order_without_a_state_is_read_from_its_rows_until_its_next_change(ws: Workspace) -> None:
     client = ws.client()
     order = new_order(client)
-    _execute(ws, "UPDATE orders SET state = NULL WHERE id = $1", order["id"])  # as before migration 16
+    execute(ws, "UPDATE orders SET state = NULL WHERE id = $1", order["id"])  # as before migration 16
     prepared, held = _both_reads(ws, order["id"])
     assert prepared == held and prepared is not None
     assert act(client, order["id"], "cancel").status_code == 200
@@ -102,7 +95,7 @@ def test_a_state_behind_the_rows_version_is_not_used(ws: Workspace) -> None:
     paid_state = _state(ws, order["id"])
     assert paid_state is not None
     assert act(client, order["id"], "hold", {"reason": "check"}).status_code == 200
-    _execute(ws, "UPDATE orders SET state = $2 WHERE id = $1", order["id"], paid_state)
+    execute(ws, "UPDATE orders SET state = $2 WHERE id = $1", order["id"], paid_state)
     prepared, held = _both_reads(ws, order["id"])
     assert prepared == held and prepared is not None and prepared.status.value == "HELD"
     released = act(client, order["id"], "release")  # decided on the order read from its rows
@@ -123,7 +116,7 @@ def test_a_damaged_state_is_not_used(ws: Workspace) -> None:
     state = _state(ws, order["id"])
     assert state is not None
     for damaged in (state[: len(state) // 2], state[:4] + b"\xc1" + state[5:]):  # cut short; 0xc1: never valid
-        _execute(ws, "UPDATE orders SET state = $2 WHERE id = $1", order["id"], damaged)
+        execute(ws, "UPDATE orders SET state = $2 WHERE id = $1", order["id"], damaged)
         prepared, held = _both_reads(ws, order["id"])
         assert prepared == held and prepared is not None and prepared.status.value == "PAID"
 
@@ -134,7 +127,7 @@ def test_a_state_of_another_shape_is_not_used(ws: Workspace) -> None:
     order = order_in(ws, "PAID")
     state = _state(ws, order["id"])
     assert state is not None
-    _execute(ws, "UPDATE orders SET state = $2 WHERE id = $1", order["id"], b"\x00\x00\x00\x00" + state[4:])
+    execute(ws, "UPDATE orders SET state = $2 WHERE id = $1", order["id"], b"\x00\x00\x00\x00" + state[4:])
     prepared, held = _both_reads(ws, order["id"])
     assert prepared == held and prepared is not None and prepared.status.value == "PAID"
     assert act(ws.client(), order["id"], "fulfill").status_code == 200
