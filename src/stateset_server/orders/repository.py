@@ -302,8 +302,8 @@ async def read_order(db: Database, workspace_id: str, mode: str, order_id: str) 
     """The order and its active reservations (`Order.held`) as `get_order(…, for_update=True)` reads
     them, but outside any transaction and without a lock: a command prepared ahead of its transaction
     (orders/lifecycle.py) reads it so. One row: the order's stored state (`state_of`), when the row
-    has one at the row's version; else (an order last written before states were stored) also its
-    columns, items and payments."""
+    has one of this shape at the row's version; else (an order last written before states were
+    stored, or a state left behind, of another shape or damaged) also its columns, items and payments."""
     row = await _look_up(db, STATE_ORDER[db.dialect], workspace_id, mode, order_id)
     if row is None:
         return None
