@@ -3,9 +3,12 @@ form content type (curl -d @order.json), other media types, and the size limit."
 
 from __future__ import annotations
 
+import socket
+import time
+
 import pytest
 
-from tests.support import Workspace
+from tests.support import ORDER, Workspace
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
@@ -83,3 +86,28 @@ def test_json_with_a_charset_and_vendor_json_types(ws: Workspace) -> None:
     body = b'{"items": [{"sku": "A", "quantity": 1, "price": "1"}]}'
     for media in ("application/json; charset=utf-8", "application/vnd.api+json"):
         assert ws.client().post("/v1/orders", content=body, headers={"Content-Type": media}).status_code == 201
+
+
+def test_a_client_gone_before_its_body_arrived_is_no_server_error(ws: Workspace) -> None:
+    """The connection closes after part of a declared body: nothing is written, nothing is logged as
+    an error, and the server goes on serving."""
+    key = "gone-before-its-body"
+    head = (
+        "POST /v1/orders HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Bearer {ws.secret}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: 1000\r\nIdempotency-Key: {key}\r\n\r\n"
+    )
+    logged = len(ws.server.output)
+    with socket.create_connection(("127.0.0.1", ws.server.port), timeout=5) as sock:
+        sock.sendall(head.encode() + b'{"currency": "USD", "items": [')
+        time.sleep(0.2)  # the server has the head and part of the body, and waits for the rest
+    client = ws.client()
+    deadline = time.monotonic() + 5
+    while not any("client disconnected" in line for line in ws.server.output[logged:]):
+        assert time.monotonic() < deadline, "the server never noticed the client leave"
+        time.sleep(0.05)
+    assert not any("unhandled error" in line or "Traceback" in line for line in ws.server.output[logged:])
+    assert client.get("/v1/orders").json()["data"] == []
+    # The key was never used: the same key with a whole body creates the order.
+    created = client.post("/v1/orders", json=ORDER, headers={"Idempotency-Key": key})
+    assert created.status_code == 201, created.text

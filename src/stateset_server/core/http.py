@@ -302,6 +302,11 @@ class ApiRoute:
             )
         except ApiError as error:
             return error_response(request, error)
+        except ClientDisconnect:
+            # The client closed the connection before its whole body arrived: nothing was run or
+            # written, and nobody is left to answer (the status is for the access log).
+            log.info("client disconnected before sending its body (request %s)", request.scope.get("request_id"))
+            return Response(status_code=400)
         except StorageUnavailable as exc:
             log.warning("storage unavailable: %s (request %s)", exc, request.scope.get("request_id"))
             return error_response(
