@@ -27,7 +27,8 @@ ROOT = BENCH_DIR.parent
 
 
 def _run(source: Path, run_args: list[str], out: Path) -> dict[str, float]:
-    """One `bench/run.py` with the server's code taken from `source` (a `src` folder): req/s per op."""
+    """One `bench/run.py` with the server's code taken from `source` (a `src` folder): req/s per op,
+    and the p95 in ms at half the peak rate as `<op> p95½` where the run measured it."""
     env = dict(os.environ, PYTHONPATH=str(source))
     command = [sys.executable, str(BENCH_DIR / "run.py"), *run_args, "--json-out", str(out)]
     done = subprocess.run(command, env=env, capture_output=True, text=True)
@@ -35,6 +36,10 @@ def _run(source: Path, run_args: list[str], out: Path) -> dict[str, float]:
         raise SystemExit(f"bench/run.py failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
     results = json.loads(out.read_text())
     rates = {op: float(run["peak"]["rps"]) for op, run in results["ops"].items()}
+    for op, run in results["ops"].items():
+        half = (run.get("half_rate") or {}).get("result")
+        if half:
+            rates[f"{op} p95½"] = float(half["p95_ms"])
     if results.get("hello"):
         rates["hello"] = float(results["hello"]["rps"])
     return rates
@@ -72,18 +77,18 @@ def main(argv: list[str] | None = None) -> int:
                 for label in order:
                     rates = _run(sources[label], run_args, Path(tmp) / f"{label}-{pair}.json")
                     runs[label].append(rates)
-                    shown = "  ".join(f"{op} {rate:,.0f}" for op, rate in rates.items())
+                    shown = "  ".join(f"{op} {rate:,.{1 if 'p95' in op else 0}f}" for op, rate in rates.items())
                     print(f"pair {pair + 1} {label:4s}: {shown}", flush=True)
         finally:
             subprocess.run([*git, "remove", "--force", str(worktree)], check=False)
     print()
-    print(f"{'operation':10s} {'base req/s':>12s} {'work req/s':>12s} {'change':>8s}  per pair")
-    for op in runs["base"][0]:
+    print(f"{'operation':12s} {'base':>10s} {'work':>10s} {'change':>8s}  per pair (req/s; p95½: ms at half the peak)")
+    for op in (op for op in runs["base"][0] if all(op in r for r in runs["base"] + runs["work"])):
         base = [r[op] for r in runs["base"]]
         work = [r[op] for r in runs["work"]]
         changes = [w / b - 1 for b, w in zip(base, work, strict=True)]
         print(
-            f"{op:10s} {statistics.mean(base):12,.0f} {statistics.mean(work):12,.0f}"
+            f"{op:12s} {statistics.mean(base):10,.1f} {statistics.mean(work):10,.1f}"
             f" {statistics.mean(work) / statistics.mean(base) - 1:+8.1%}  " + " ".join(f"{c:+.1%}" for c in changes)
         )
     return 0
