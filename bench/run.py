@@ -44,7 +44,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from http.client import HTTPConnection
@@ -117,6 +117,7 @@ class Result:
     socket_errors: int  # connect, read, write errors and timeouts
     sent: int = 0  # requests the Lua script built (0 for static scripts): an upper bound of what the server saw
     wrapped: int = 0  # id-walking scripts: requests past the end of their id list (repeats, answered 409)
+    server_cpu_us: float | None = None  # the server's CPU time a request: all its processes (not PostgreSQL's)
 
     @property
     def acknowledged(self) -> int:
@@ -266,15 +267,33 @@ def ensure_wrk() -> str:
     return found
 
 
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU time of every process in the process group `pgid` (their threads included), from /proc."""
+    ticks = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()  # from the state (field 3) on; the name may hold spaces
+        if int(fields[2]) == pgid:  # field 5, pgrp
+            ticks += int(fields[11]) + int(fields[12])  # fields 14 and 15, utime and stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass(frozen=True)
 class WrkJob:
-    """What one wrk invocation runs; `seconds` and the delay are given per run."""
+    """What one wrk invocation runs; `seconds` and the delay are given per run. With `pgid` (the server's
+    process group), the result also carries the server's CPU time a request over the run."""
 
     script: str
     url: str
     connections: int
     headers: tuple[str, ...] = ()
     args: tuple[str, ...] = ()
+    pgid: int | None = None
 
     def start(self, seconds: int, delay_ms: float | None = None) -> subprocess.Popen[str]:
         cmd = ["wrk", "-t1", f"-c{self.connections}", f"-d{seconds}s", f"--timeout={WRK_TIMEOUT}"]
@@ -289,7 +308,12 @@ class WrkJob:
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
     def run(self, seconds: int, delay_ms: float | None = None) -> Result:
-        return wrk_result(self.start(seconds, delay_ms), seconds)
+        before = None if self.pgid is None else group_cpu_seconds(self.pgid)
+        result = wrk_result(self.start(seconds, delay_ms), seconds)
+        if self.pgid is None or before is None or not result.requests:
+            return result
+        used = group_cpu_seconds(self.pgid) - before
+        return replace(result, server_cpu_us=round(used * 1e6 / result.requests, 1))
 
 
 def wrk_result(proc: subprocess.Popen[str], seconds: int) -> Result:
@@ -582,7 +606,7 @@ def bench_hello(opts: argparse.Namespace, tmp: Path) -> Result:
     print(f"hello-JSON ceiling: bench/hello_app.py on port {port}", flush=True)
     with process_group(cmd, log_path, clean_env(PYTHONPATH=str(BENCH_DIR))) as proc:
         wait_healthy(proc, f"http://{HOST}:{port}/", log_path)
-        job = WrkJob("hello.lua", f"http://{HOST}:{port}/", opts.connections)
+        job = WrkJob("hello.lua", f"http://{HOST}:{port}/", opts.connections, pgid=proc.pid)
         if opts.warmup > 0:
             print(f"  hello: warm-up {opts.warmup} s", flush=True)
             job.run(opts.warmup)
@@ -617,15 +641,17 @@ def bench_api(opts: argparse.Namespace, tmp: Path, db: BenchDatabase) -> ApiRun:
                 ids_path.write_text("\n".join(ids) + "\n")
                 # get and list first, so they read a table of exactly --orders orders whatever the writes' throughput
                 if "get" in phases:
-                    job = WrkJob("get.lua", base, c, auth, (str(ids_path),))
+                    job = WrkJob("get.lua", base, c, auth, (str(ids_path),), pgid=proc.pid)
                     api.ops["get"] = measure_op("get", job.run, opts)
                 if "list" in phases:
-                    api.ops["list"] = measure_op("list", WrkJob("list.lua", base + LIST_PATH, c, auth).run, opts)
+                    job = WrkJob("list.lua", base + LIST_PATH, c, auth, pgid=proc.pid)
+                    api.ops["list"] = measure_op("list", job.run, opts)
             if "create" in phases:
 
                 def create(seconds: int, delay_ms: float | None) -> Result:
                     prefix = f"bench-create-{secrets.token_hex(4)}-"
-                    return WrkJob("create.lua", f"{base}/v1/orders", c, auth, (prefix,)).run(seconds, delay_ms)
+                    job = WrkJob("create.lua", f"{base}/v1/orders", c, auth, (prefix,), pgid=proc.pid)
+                    return job.run(seconds, delay_ms)
 
                 api.ops["create"] = measure_op("create", create, opts)
             pools = OrderPools(client, db, opts, tmp, api)
@@ -636,7 +662,7 @@ def bench_api(opts: argparse.Namespace, tmp: Path, db: BenchDatabase) -> ApiRun:
                 def pay(seconds: int, delay_ms: float | None) -> Result:
                     need = need_for(seconds, last, opts)
                     job, _ = pools.pay_job(need, auth, base)
-                    result = job.run(seconds, delay_ms)
+                    result = replace(job, pgid=proc.pid).run(seconds, delay_ms)
                     pools.pay_used(result)
                     last.append(result)
                     return result
@@ -650,7 +676,7 @@ def bench_api(opts: argparse.Namespace, tmp: Path, db: BenchDatabase) -> ApiRun:
 
                 def fulfil(seconds: int, delay_ms: float | None) -> Result:
                     need = need_for(seconds, done, opts)
-                    result = pools.fulfil_job(need, auth, base).run(seconds, delay_ms)
+                    result = replace(pools.fulfil_job(need, auth, base), pgid=proc.pid).run(seconds, delay_ms)
                     pools.fulfil_used(result)
                     done.append(result)
                     return result
@@ -771,12 +797,13 @@ def ratio_row(result: Result, ceiling: Result | None) -> dict[str, float] | None
 def print_table(rows: dict[str, Result], ceiling: Result | None) -> None:
     print(
         f"\n{'phase':<28}{'req/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'sock err':>9}"
-        f"   {'req/s ÷ hello':>13}{'p50 × hello':>12}{'p95 × hello':>12}{'p99 × hello':>12}"
+        f"{'CPU µs':>8}   {'req/s ÷ hello':>13}{'p50 × hello':>12}{'p95 × hello':>12}{'p99 × hello':>12}"
     )
     for name, r in rows.items():
+        cpu = "" if r.server_cpu_us is None else f"{r.server_cpu_us:,.0f}"
         line = (
             f"{name:<28}{r.rps:>10,.0f}{r.p50_ms:>9.2f}{r.p95_ms:>9.2f}{r.p99_ms:>9.2f}{r.non_2xx:>9}"
-            f"{r.socket_errors:>9}"
+            f"{r.socket_errors:>9}{cpu:>8}"
         )
         q = ratio_row(r, ceiling)
         if q is not None:
