@@ -27,8 +27,9 @@ ROOT = BENCH_DIR.parent
 
 
 def _run(source: Path, run_args: list[str], out: Path) -> dict[str, float]:
-    """One `bench/run.py` with the server's code taken from `source` (a `src` folder): req/s per op,
-    and the p95 in ms at half the peak rate as `<op> p95½` where the run measured it."""
+    """One `bench/run.py` with the server's code taken from `source` (a `src` folder): req/s per op, the
+    server's CPU µs a request at the peak as `<op> µs`, and the p95 in ms at half the peak rate as
+    `<op> p95½`, where the run measured them."""
     env = dict(os.environ, PYTHONPATH=str(source))
     command = [sys.executable, str(BENCH_DIR / "run.py"), *run_args, "--json-out", str(out)]
     done = subprocess.run(command, env=env, capture_output=True, text=True)
@@ -37,6 +38,8 @@ def _run(source: Path, run_args: list[str], out: Path) -> dict[str, float]:
     results = json.loads(out.read_text())
     rates = {op: float(run["peak"]["rps"]) for op, run in results["ops"].items()}
     for op, run in results["ops"].items():
+        if run["peak"].get("server_cpu_us"):
+            rates[f"{op} µs"] = float(run["peak"]["server_cpu_us"])
         half = (run.get("half_rate") or {}).get("result")
         if half:
             rates[f"{op} p95½"] = float(half["p95_ms"])
@@ -82,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             subprocess.run([*git, "remove", "--force", str(worktree)], check=False)
     print()
-    print(f"{'operation':12s} {'base':>10s} {'work':>10s} {'change':>8s}  per pair (req/s; p95½: ms at half the peak)")
+    print("req/s; µs: the server's CPU a request at the peak; p95½: ms at half the peak rate")
+    print(f"{'operation':12s} {'base':>10s} {'work':>10s} {'change':>8s}  per pair")
     for op in (op for op in runs["base"][0] if all(op in r for r in runs["base"] + runs["work"])):
         base = [r[op] for r in runs["base"]]
         work = [r[op] for r in runs["work"]]
