@@ -23,6 +23,9 @@ async def hello(_request: Request) -> JSONResponse:
 
 def create_app() -> Starlette:
     """The factory each granian worker calls, as the real server's `app_from_environment`."""
+    from stateset_server.app import hand_the_gil_over_sooner
+
+    hand_the_gil_over_sooner()  # the real server's worker setting
     return Starlette(routes=[Route("/", hello)])
 
 
