@@ -36,16 +36,16 @@ def _run(source: Path, run_args: list[str], out: Path) -> dict[str, float]:
     if done.returncode != 0 or not out.exists():
         raise SystemExit(f"bench/run.py failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
     results = json.loads(out.read_text())
-    rates = {op: float(run["peak"]["rps"]) for op, run in results["ops"].items()}
+    figures = {op: float(run["peak"]["rps"]) for op, run in results["ops"].items()}
     for op, run in results["ops"].items():
         if run["peak"].get("server_cpu_us"):
-            rates[f"{op} µs"] = float(run["peak"]["server_cpu_us"])
+            figures[f"{op} µs"] = float(run["peak"]["server_cpu_us"])
         half = (run.get("half_rate") or {}).get("result")
         if half:
-            rates[f"{op} p95½"] = float(half["p95_ms"])
+            figures[f"{op} p95½"] = float(half["p95_ms"])
     if results.get("hello"):
-        rates["hello"] = float(results["hello"]["rps"])
-    return rates
+        figures["hello"] = float(results["hello"]["rps"])
+    return figures
 
 
 def _check_source(source: Path) -> None:
@@ -78,9 +78,9 @@ def main(argv: list[str] | None = None) -> int:
             for pair in range(opts.pairs):
                 order = ("base", "work") if pair % 2 == 0 else ("work", "base")
                 for label in order:
-                    rates = _run(sources[label], run_args, Path(tmp) / f"{label}-{pair}.json")
-                    runs[label].append(rates)
-                    shown = "  ".join(f"{op} {rate:,.{1 if 'p95' in op else 0}f}" for op, rate in rates.items())
+                    figures = _run(sources[label], run_args, Path(tmp) / f"{label}-{pair}.json")
+                    runs[label].append(figures)
+                    shown = "  ".join(f"{op} {value:,.{1 if 'p95' in op else 0}f}" for op, value in figures.items())
                     print(f"pair {pair + 1} {label:4s}: {shown}", flush=True)
         finally:
             subprocess.run([*git, "remove", "--force", str(worktree)], check=False)

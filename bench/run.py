@@ -308,9 +308,11 @@ class WrkJob:
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
     def run(self, seconds: int, delay_ms: float | None = None) -> Result:
-        before = None if self.pgid is None else group_cpu_seconds(self.pgid)
+        if self.pgid is None:
+            return wrk_result(self.start(seconds, delay_ms), seconds)
+        before = group_cpu_seconds(self.pgid)
         result = wrk_result(self.start(seconds, delay_ms), seconds)
-        if self.pgid is None or before is None or not result.requests:
+        if not result.requests:
             return result
         used = group_cpu_seconds(self.pgid) - before
         return replace(result, server_cpu_us=round(used * 1e6 / result.requests, 1))
