@@ -118,6 +118,7 @@ class Result:
     sent: int = 0  # requests the Lua script built (0 for static scripts): an upper bound of what the server saw
     wrapped: int = 0  # id-walking scripts: requests past the end of their id list (repeats, answered 409)
     server_cpu_us: float | None = None  # the server's CPU time a request: all its processes (not PostgreSQL's)
+    server_switches: float | None = None  # context switches a request, all the server's threads (same scope)
 
     @property
     def acknowledged(self) -> int:
@@ -267,26 +268,48 @@ def ensure_wrk() -> str:
     return found
 
 
-def group_cpu_seconds(pgid: int) -> float:
-    """User + system CPU time of every process in the process group `pgid` (their threads included), from /proc."""
-    ticks = 0
+@dataclass(frozen=True)
+class GroupUsage:
+    """What the processes of one process group have used so far (their threads included), from /proc."""
+
+    cpu_seconds: float  # user + system time
+    switches: int  # context switches, voluntary (waiting: a lock, I/O, a wake-up) and involuntary (preempted)
+
+
+def group_usage(pgid: int) -> GroupUsage:
+    """The CPU time and context switches of every process in the process group `pgid`. A thread that
+    ended meanwhile takes its switches with it; the server's threads live as long as it does."""
+    ticks = switches = 0
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
             stat = Path(entry.path, "stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()  # from the state (field 3) on; the name may hold spaces
+            if int(fields[2]) != pgid:  # field 5, pgrp
+                continue
+            ticks += int(fields[11]) + int(fields[12])  # fields 14 and 15, utime and stime
+            # A process's own status counts its first thread's switches only: each thread's, then.
+            for task in os.scandir(Path(entry.path, "task")):
+                switches += _task_switches(Path(task.path, "status").read_text())
         except OSError:  # gone meanwhile
             continue
-        fields = stat[stat.rindex(")") + 2 :].split()  # from the state (field 3) on; the name may hold spaces
-        if int(fields[2]) == pgid:  # field 5, pgrp
-            ticks += int(fields[11]) + int(fields[12])  # fields 14 and 15, utime and stime
-    return ticks / os.sysconf("SC_CLK_TCK")
+    return GroupUsage(ticks / os.sysconf("SC_CLK_TCK"), switches)
+
+
+def _task_switches(status: str) -> int:
+    total = 0
+    for line in status.splitlines():
+        if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
+            total += int(line.split()[1])
+    return total
 
 
 @dataclass(frozen=True)
 class WrkJob:
     """What one wrk invocation runs; `seconds` and the delay are given per run. With `pgid` (the server's
-    process group), the result also carries the server's CPU time a request over the run."""
+    process group), the result also carries the server's CPU time and context switches a request over
+    the run."""
 
     script: str
     url: str
@@ -310,12 +333,16 @@ class WrkJob:
     def run(self, seconds: int, delay_ms: float | None = None) -> Result:
         if self.pgid is None:
             return wrk_result(self.start(seconds, delay_ms), seconds)
-        before = group_cpu_seconds(self.pgid)
+        before = group_usage(self.pgid)
         result = wrk_result(self.start(seconds, delay_ms), seconds)
         if not result.requests:
             return result
-        used = group_cpu_seconds(self.pgid) - before
-        return replace(result, server_cpu_us=round(used * 1e6 / result.requests, 1))
+        after = group_usage(self.pgid)
+        return replace(
+            result,
+            server_cpu_us=round((after.cpu_seconds - before.cpu_seconds) * 1e6 / result.requests, 1),
+            server_switches=round((after.switches - before.switches) / result.requests, 2),
+        )
 
 
 def wrk_result(proc: subprocess.Popen[str], seconds: int) -> Result:
@@ -799,13 +826,14 @@ def ratio_row(result: Result, ceiling: Result | None) -> dict[str, float] | None
 def print_table(rows: dict[str, Result], ceiling: Result | None) -> None:
     print(
         f"\n{'phase':<28}{'req/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'sock err':>9}"
-        f"{'CPU µs':>8}   {'req/s ÷ hello':>13}{'p50 × hello':>12}{'p95 × hello':>12}{'p99 × hello':>12}"
+        f"{'CPU µs':>8}{'cs':>6}   {'req/s ÷ hello':>13}{'p50 × hello':>12}{'p95 × hello':>12}{'p99 × hello':>12}"
     )
     for name, r in rows.items():
         cpu = "" if r.server_cpu_us is None else f"{r.server_cpu_us:,.0f}"
+        switches = "" if r.server_switches is None else f"{r.server_switches:.1f}"
         line = (
             f"{name:<28}{r.rps:>10,.0f}{r.p50_ms:>9.2f}{r.p95_ms:>9.2f}{r.p99_ms:>9.2f}{r.non_2xx:>9}"
-            f"{r.socket_errors:>9}{cpu:>8}"
+            f"{r.socket_errors:>9}{cpu:>8}{switches:>6}"
         )
         q = ratio_row(r, ceiling)
         if q is not None:
