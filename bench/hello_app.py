@@ -1,7 +1,8 @@
 """The hello-JSON ceiling: a one-route Starlette app served exactly as `stateset-server serve` serves the API.
 
-Same server (granian), interface (ASGI), factory loading, worker count, backlog and access-log setting as
-`stateset_server.cli.cmd_serve`, so the only difference from the real server is the application itself.
+Same server (granian), interface (ASGI), factory loading, worker count, CPU pinning (as on the default
+SQLite database), backlog and access-log setting as `stateset_server.cli.cmd_serve`, so the only
+difference from the real server is the application itself.
 
     python bench/hello_app.py --port 8001 [--workers 1]
 """
@@ -9,6 +10,7 @@ Same server (granian), interface (ASGI), factory loading, worker count, backlog 
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
 
 from starlette.applications import Starlette
@@ -23,9 +25,11 @@ async def hello(_request: Request) -> JSONResponse:
 
 def create_app() -> Starlette:
     """The factory each granian worker calls, as the real server's `app_from_environment`."""
+    from stateset_server.affinity import pin_this_worker
     from stateset_server.app import hand_the_gil_over_sooner
 
-    hand_the_gil_over_sooner()  # the real server's worker setting
+    pin_this_worker()  # the real server's worker settings
+    hand_the_gil_over_sooner()
     return Starlette(routes=[Route("/", hello)])
 
 
@@ -33,7 +37,12 @@ def serve(host: str, port: int, workers: int) -> None:
     from granian import Granian
     from granian.constants import Interfaces
 
+    from stateset_server.affinity import ENV, resolve
     from stateset_server.cli import GRANIAN_SETTINGS  # the real server's own settings
+    from stateset_server.settings import DEFAULT_DATABASE_URL
+
+    # Workers on CPUs of their own where `stateset-server serve` would pin them on its default database.
+    os.environ[ENV] = "true" if resolve(workers, DEFAULT_DATABASE_URL) else "false"
 
     # Keep the other arguments in step with stateset_server.cli.cmd_serve.
     Granian(

@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import WebSocketRoute
 
+from stateset_server.affinity import pin_this_worker
 from stateset_server.core.clock import now_us
 from stateset_server.core.fastpath import ApiApp
 from stateset_server.core.http import ApiRoute, RequestIdMiddleware, http_exception_handler
@@ -142,6 +143,7 @@ async def _expire_reservations(db: IdempotentDatabase) -> None:
 def app_from_environment() -> Starlette:
     """The factory each server worker process calls (settings come from STATESET_* variables)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    pin_this_worker()  # before granian starts this worker's I/O threads: they inherit its CPU
     app = create_app(Settings.from_env())
     _collect_garbage_less_often()
     hand_the_gil_over_sooner()

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from stateset_server import __version__
+from stateset_server import __version__, affinity
 from stateset_server.core.clock import iso
 from stateset_server.settings import DEFAULT_DATABASE_URL, Settings
 from stateset_server.storage import Database, open_database, with_database
@@ -68,6 +68,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     os.environ["STATESET_DATABASE_URL"] = settings.database_url
     configured = Settings.from_env()
     configured.pricing(), configured.fees()  # refuse to start with malformed money settings
+    # Each worker reads this at start (affinity.pin_this_worker); a malformed value stops the server here.
+    os.environ[affinity.ENV] = "true" if affinity.resolve(args.workers, settings.database_url) else "false"
 
     from granian import Granian
     from granian.constants import Interfaces

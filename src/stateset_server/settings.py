@@ -11,9 +11,26 @@ from stateset_server.core.money import MICRO, parse_rate
 from stateset_server.orders.pricing import Pricing
 from stateset_server.payments.fees import FeeSchedule
 
-__all__ = ["DEFAULT_DATABASE_URL", "Settings"]
+__all__ = ["DEFAULT_DATABASE_URL", "Settings", "flag"]
 
 DEFAULT_DATABASE_URL = "sqlite:///stateset.db"
+
+
+_TRUE, _FALSE = frozenset({"1", "true", "yes", "on"}), frozenset({"0", "false", "no", "off"})
+
+
+def flag(name: str, value: str | None, *, auto: bool = False) -> bool | None:
+    """A true/false setting's value (1/true/yes/on, 0/false/no/off, any case); None when it is unset
+    or empty, or `auto` where that is allowed. ValueError on anything else, so that a typo stops the
+    server at start-up instead of leaving it configured otherwise than intended."""
+    text = (value or "").strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    if text == "" or (auto and text == "auto"):
+        return None
+    raise ValueError(f"{name} must be {'auto, ' if auto else ''}true or false, got {value!r}")
 
 
 def _amount(name: str, value: str) -> Fraction:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from urllib.parse import SplitResult, urlsplit
 
 from stateset_server.core.errors import ApiError
+from stateset_server.settings import flag
 
 __all__ = [
     "MAX_URL_LENGTH",
@@ -71,13 +72,7 @@ class UrlPolicy:
         silently leaving the guard stricter or looser than intended.
         """
         env = os.environ if environ is None else environ
-        flag = (env.get("STATESET_WEBHOOK_ALLOW_PRIVATE") or "").strip().lower()
-        if flag in {"1", "true", "yes", "on"}:
-            allow_private = True
-        elif flag in {"", "0", "false", "no", "off"}:
-            allow_private = False
-        else:
-            raise ValueError(f"STATESET_WEBHOOK_ALLOW_PRIVATE must be true or false, got {flag!r}")
+        allow_private = bool(flag("STATESET_WEBHOOK_ALLOW_PRIVATE", env.get("STATESET_WEBHOOK_ALLOW_PRIVATE")))
 
         networks: list[IPNetwork] = []
         for item in (env.get("STATESET_WEBHOOK_ALLOWED_NETWORKS") or "").split(","):
