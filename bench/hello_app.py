@@ -10,7 +10,6 @@ difference from the real server is the application itself.
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Sequence
 
 from starlette.applications import Starlette
@@ -37,12 +36,11 @@ def serve(host: str, port: int, workers: int) -> None:
     from granian import Granian
     from granian.constants import Interfaces
 
-    from stateset_server.affinity import ENV, resolve
+    from stateset_server.affinity import tell_workers
     from stateset_server.cli import GRANIAN_SETTINGS  # the real server's own settings
     from stateset_server.settings import DEFAULT_DATABASE_URL
 
-    # Workers on CPUs of their own where `stateset-server serve` would pin them on its default database.
-    os.environ[ENV] = "true" if resolve(workers, DEFAULT_DATABASE_URL) else "false"
+    tell_workers(workers, DEFAULT_DATABASE_URL)  # pinned as `serve` pins them on its default database
 
     # Keep the other arguments in step with stateset_server.cli.cmd_serve.
     Granian(

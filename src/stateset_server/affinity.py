@@ -5,12 +5,12 @@ request, its body and its response to one another. On the small VMs measured her
 on the other CPU costs ten times what it costs on the same one (a pipe round trip between two
 processes: 65 µs across two vCPUs, 6 µs on one), and the scheduler spreads each worker's threads
 over both CPUs. Held to a CPU of its own, a worker's hand-offs stay on it and the other worker has
-the other CPU. On SQLite, where the whole database runs inside the workers, that gave creates +21 %,
-pays +10 %, gets +6 % and the p95 at half the peak −19 to −44 % (three alternating pairs); with
-PostgreSQL, whose own processes need CPU time beside the workers, creates lost 12 % and pays gained
-10 % (two pairs), so there it stays off unless asked for (docs/benchmarks.md, session 17).
+the other CPU. On SQLite, where the whole database runs inside the workers, that gave creates +21–22 %,
+pays +10–18 %, gets −5 to +6 % and a p95 at half the peak for gets 41–48 % lower (two sets of three
+alternating pairs); with PostgreSQL, whose own processes need CPU time beside the workers, creates
+lost 12 % and pays gained 10 % (two pairs), so there it stays off unless asked for (docs/benchmarks.md, session 17).
 
-`stateset-server serve` decides (`resolve`) and tells its workers through the environment. Each
+`stateset-server serve` decides (`tell_workers`) and tells its workers through the environment. Each
 worker then picks its CPU alone: granian starts the workers one after another, so the order of their
 process ids among their parent's children is their order, and the i-th takes the i-th CPU it may run
 on. A thread inherits its creator's CPUs and granian starts its I/O threads after the app factory has
@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 
 from stateset_server.settings import flag
 
-__all__ = ["ENV", "allowed_cpus", "choose_cpu", "pin_this_worker", "resolve"]
+__all__ = ["ENV", "allowed_cpus", "choose_cpu", "pin_this_worker", "resolve", "tell_workers"]
 
 ENV = "STATESET_PIN_WORKERS"
 
@@ -45,6 +45,15 @@ def resolve(workers: int, database_url: str, environ: Mapping[str, str] | None =
     if chosen is not None:
         return chosen
     return workers >= 2 and database_url.startswith("sqlite") and len(allowed_cpus()) >= 2
+
+
+def tell_workers(workers: int, database_url: str) -> bool:
+    """Decide (`resolve`) for the `workers` about to be started, and set the decision in the
+    environment they inherit (`pin_this_worker` reads it). ValueError on a malformed setting, so
+    that a typo stops the server before any worker starts."""
+    pinned = resolve(workers, database_url)
+    os.environ[ENV] = "true" if pinned else "false"
+    return pinned
 
 
 def choose_cpu(pid: int, siblings: Sequence[int], allowed: Sequence[int]) -> int | None:

@@ -68,8 +68,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     os.environ["STATESET_DATABASE_URL"] = settings.database_url
     configured = Settings.from_env()
     configured.pricing(), configured.fees()  # refuse to start with malformed money settings
-    # Each worker reads this at start (affinity.pin_this_worker); a malformed value stops the server here.
-    os.environ[affinity.ENV] = "true" if affinity.resolve(args.workers, settings.database_url) else "false"
+    affinity.tell_workers(args.workers, settings.database_url)  # a malformed value stops the server here
 
     from granian import Granian
     from granian.constants import Interfaces

@@ -42,20 +42,22 @@ def test_two_workers_share_one_database_without_losing_or_duplicating(fresh_data
         server.stop()
 
 
+def _cpus_allowed(status_path: str) -> str:
+    """A process's or thread's CPU list, as /proc shows it (e.g. "0-1")."""
+    with open(status_path) as status:
+        return next(line.split()[1] for line in status if line.startswith("Cpus_allowed_list:"))
+
+
 def _worker_cpus(server: ServerProcess) -> list[set[str]]:
     """For each worker process of `server`, the CPU lists its threads may run on."""
     assert server.proc is not None
     parent = server.proc.pid
     with open(f"/proc/{parent}/task/{parent}/children") as listing:
         workers = [int(pid) for pid in listing.read().split()]
-    cpus = []
-    for pid in workers:
-        lists = set()
-        for thread in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{thread}/status") as status:
-                lists |= {line.split()[1] for line in status if line.startswith("Cpus_allowed_list:")}
-        cpus.append(lists)
-    return cpus
+    return [
+        {_cpus_allowed(f"/proc/{pid}/task/{thread}/status") for thread in os.listdir(f"/proc/{pid}/task")}
+        for pid in workers
+    ]
 
 
 needs_two_cpus = pytest.mark.skipif(
@@ -87,8 +89,7 @@ def test_pinning_can_be_turned_off(tmp_path: object) -> None:
     try:
         cpus = _worker_cpus(server)
         assert len(cpus) == 2
-        with open("/proc/self/status") as status:  # what the server inherited from this process
-            own = {line.split()[1] for line in status if line.startswith("Cpus_allowed_list:")}
+        own = {_cpus_allowed("/proc/self/status")}  # what the server inherited from this process
         assert cpus == [own, own]
     finally:
         server.stop()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from stateset_server import affinity
@@ -55,6 +57,18 @@ def test_by_default_two_or_more_sqlite_workers_are_pinned_where_there_are_two_cp
 def test_a_malformed_setting_is_refused() -> None:
     with pytest.raises(ValueError, match=affinity.ENV):
         affinity.resolve(2, SQLITE, {affinity.ENV: "sometimes"})
+
+
+def test_serve_tells_its_workers_through_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(affinity.ENV, "auto")
+    assert affinity.tell_workers(2, POSTGRES) is False
+    assert os.environ[affinity.ENV] == "false"
+    monkeypatch.setenv(affinity.ENV, "yes")
+    assert affinity.tell_workers(1, POSTGRES) is True
+    assert os.environ[affinity.ENV] == "true"
+    monkeypatch.setenv(affinity.ENV, "sometimes")
+    with pytest.raises(ValueError, match=affinity.ENV):
+        affinity.tell_workers(2, SQLITE)
 
 
 def test_a_worker_not_asked_to_is_not_pinned() -> None:
